@@ -1,0 +1,1 @@
+"""Shard format, corpus importers, label budgets, bucketing and quarantine (no Ray)."""
