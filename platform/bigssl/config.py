@@ -52,15 +52,15 @@ class Config:
         return _build(cls, data or {}, prefix)
 
     @classmethod
-    def load(
-        cls: type[C], path: str | Path | None = None, overrides: list[str] | None = None
-    ) -> C:
+    def load(cls: type[C], path: str | Path | None = None, overrides: list[str] | None = None) -> C:
         """Defaults, then the YAML file at ``path``, then ``key=value`` overrides."""
         data: dict[str, Any] = {}
         if path is not None:
             loaded = yaml.safe_load(Path(path).read_text()) or {}
             if not isinstance(loaded, dict):
-                raise ConfigError("<root>", f"{path} must hold a mapping, got {type(loaded).__name__}")
+                raise ConfigError(
+                    "<root>", f"{path} must hold a mapping, got {type(loaded).__name__}"
+                )
             data = loaded
         for item in overrides or []:
             apply_override(data, item)

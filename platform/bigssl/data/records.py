@@ -23,6 +23,7 @@ class RawUtterance:
     audio_path: str | None = None
     samples: np.ndarray | None = None
     sample_rate: int | None = None
+    split: str | None = None  # a split the corpus itself declares (train/dev/test)
     # Why the importer already knows this utterance cannot be used (missing file,
     # unsafe path, ...): it is quarantined with this reason instead of decoded.
     error: str | None = None

@@ -1,0 +1,38 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Each creates
+# .venv on first use (about 4 minutes: torch, torchaudio and Ray are large).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo demo-quick test test-unit lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/bigssl demo --out runs/demo
+
+demo-quick: $(STAMP)
+	$(VENV)/bin/bigssl demo --quick --out runs/demo-quick
+
+test: $(STAMP)
+	$(PY) -m pytest tests
+
+test-unit: $(STAMP)
+	$(PY) -m pytest tests/unit
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check platform tests bench
+	$(VENV)/bin/ruff format --check platform tests bench
+
+bench: $(STAMP)
+	$(PY) bench/featurize.py
+
+clean:
+	rm -rf runs .pytest_cache

@@ -1,0 +1,87 @@
+"""Load the versioned Arrow schemas in ``schemas/`` and validate tables against them.
+
+The JSON files in the repository's ``schemas/`` folder are the source of truth, so
+anyone can read them without the project installed. ``BIGSSL_SCHEMAS_DIR``
+overrides where they are looked up (for installs outside the repository).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import re
+from pathlib import Path
+
+import pyarrow as pa
+
+_SCALARS = {
+    "string": pa.string(),
+    "int32": pa.int32(),
+    "int64": pa.int64(),
+    "float32": pa.float32(),
+    "float64": pa.float64(),
+    "bool": pa.bool_(),
+}
+
+
+class SchemaError(ValueError):
+    """A table does not match its declared schema."""
+
+
+def schemas_dir() -> Path:
+    env = os.environ.get("BIGSSL_SCHEMAS_DIR")
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "schemas"
+
+
+def _arrow_type(name: str) -> pa.DataType:
+    match = re.fullmatch(r"list<(.+)>", name)
+    if match:
+        return pa.list_(_arrow_type(match.group(1)))
+    if name not in _SCALARS:
+        raise SchemaError(f"unknown schema type {name!r}")
+    return _SCALARS[name]
+
+
+@functools.cache
+def load(name: str, version: int | None = None) -> pa.Schema:
+    """The Arrow schema ``name`` at ``version`` (default: the newest)."""
+    files = sorted(
+        schemas_dir().glob(f"{name}.v*.json"), key=lambda p: int(p.stem.rsplit("v", 1)[1])
+    )
+    if version is not None:
+        files = [f for f in files if f.stem == f"{name}.v{version}"]
+    if not files:
+        raise SchemaError(f"no schema {name!r} (version {version}) in {schemas_dir()}")
+    spec = json.loads(files[-1].read_text())
+    fields = [
+        pa.field(f["name"], _arrow_type(f["type"]), nullable=f["nullable"]) for f in spec["fields"]
+    ]
+    return pa.schema(fields, metadata={"schema": name, "version": str(spec["version"])})
+
+
+def validate(table: pa.Table, name: str) -> pa.Table:
+    """Return ``table`` cast to schema ``name``; raise :class:`SchemaError` naming the column."""
+    schema = load(name)
+    missing = [f.name for f in schema if f.name not in table.column_names]
+    extra = [c for c in table.column_names if c not in schema.names]
+    if missing or extra:
+        raise SchemaError(f"{name}: missing columns {missing}, unexpected columns {extra}")
+    columns = []
+    for field in schema:
+        column = table.column(field.name)
+        if not field.nullable and column.null_count:
+            raise SchemaError(
+                f"{name}.{field.name}: {column.null_count} nulls in a non-null column"
+            )
+        try:
+            columns.append(column.cast(field.type))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
+            raise SchemaError(
+                f"{name}.{field.name}: {column.type} is not {field.type}: {err}"
+            ) from None
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def empty(name: str) -> pa.Table:
+    return load(name).empty_table()

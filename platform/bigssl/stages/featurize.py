@@ -1,0 +1,103 @@
+"""Featurize stage: shards -> log-mel feature parquet, one Ray Data task per shard.
+
+Why one task per shard: the shard is the unit of restart (a done marker per
+shard) and of quarantine (a damaged tar spoils only its own remainder), and it
+keeps tasks independent so throughput scales with cores. ``override_num_blocks``
+makes one block per shard; without it Ray packed a few shards into one read task
+and ran them serially.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import ray
+
+from bigssl import storage
+from bigssl.data.bucketing import BucketConfig, bucket_batches, collate_features
+from bigssl.data.features import FeaturizeConfig, done_marker, featurize_shard
+from bigssl.stages.runtime import init_ray
+from bigssl.summary import StageSummary
+
+
+def list_shards(shards: str) -> list[str]:
+    """Shard URIs under ``shards`` (a folder of .tar files, or a prepare output holding shards/)."""
+    found = storage.list_files(shards, ".tar")
+    if not found and storage.exists(storage.join(shards, "shards")):
+        found = storage.list_files(storage.join(shards, "shards"), ".tar")
+    if not found:
+        raise FileNotFoundError(f"no .tar shards in {shards} (nor in {shards}/shards)")
+    return found
+
+
+def _featurize_row(row: dict[str, Any], out: str, cfg: FeaturizeConfig) -> dict[str, Any]:
+    import torch
+
+    torch.set_num_threads(1)  # one core per task: parallelism comes from tasks
+    return featurize_shard(row["shard"], out, cfg)
+
+
+def run_featurize(
+    shards: str, out: str, cfg: FeaturizeConfig, ray_address: str | None = None
+) -> StageSummary:
+    """Featurize every shard not yet done into ``out``; returns the whole output's summary."""
+    shard_uris = list_shards(shards)
+    todo = [s for s in shard_uris if not storage.exists(done_marker(out, s))]
+    if todo:
+        init_ray(ray_address)
+        ds = ray.data.from_items([{"shard": s} for s in todo], override_num_blocks=len(todo))
+        ds = ds.map(
+            functools.partial(_featurize_row, out=out, cfg=cfg), num_cpus=cfg.num_cpus_per_task
+        )
+        for _ in ds.iter_rows():  # drives the pipeline; results are the done markers
+            pass
+    counts = [storage.read_json(done_marker(out, s)) for s in shard_uris]
+    seconds = sum(c["seconds"] for c in counts)
+    return StageSummary(
+        "featurize",
+        read=sum(c["read"] for c in counts),
+        used=sum(c["used"] for c in counts),
+        quarantined=sum(c["quarantined"] for c in counts),
+        hours=seconds / 3600,
+        extra={
+            "shards": len(shard_uris),
+            "shards_this_run": len(todo),
+            "frames": sum(c["frames"] for c in counts),
+            "num_mel_bins": cfg.fbank.num_mel_bins,
+        },
+    )
+
+
+def feature_dataset(features: str) -> ray.data.Dataset:
+    """The featurize output as a streaming Ray Dataset of feature rows (nothing materialised)."""
+    files = storage.list_files(
+        storage.join(features, "features"), ".parquet"
+    ) or storage.list_files(features, ".parquet")
+    if not files:
+        raise FileNotFoundError(f"no feature parquet in {features}")
+    return ray.data.read_parquet(files, override_num_blocks=len(files))
+
+
+def iter_bucketed(
+    iterator: Any, cfg: BucketConfig, epoch: int = 0
+) -> Iterator[dict[str, np.ndarray]]:
+    """Padded (B, T, F) batches under ``cfg.max_frames`` from a Ray Dataset or DataIterator.
+
+    Works on ``ray.train.get_dataset_shard(...)`` in a training worker: Ray streams
+    and prefetches rows with backpressure; the bucketing window sorts them by length.
+    """
+    rows = iterator.iter_rows() if hasattr(iterator, "iter_rows") else iterator
+    for batch in bucket_batches(rows, lambda r: int(r["num_frames"]), cfg, epoch=epoch):
+        yield collate_features(batch)
+
+
+def featurize_main(
+    shards: str, out: str, config: str | None, overrides: list[str], ray_address: str | None = None
+) -> dict:
+    """CLI/job entry: load the config, run, write the summary."""
+    cfg = FeaturizeConfig.load(config, overrides)
+    summary = run_featurize(shards, out, cfg, ray_address)
+    return summary.finish(out, strict=cfg.strict)

@@ -1,0 +1,125 @@
+"""Paths and URIs: every stage reads and writes through here, local or ``s3://``.
+
+pyarrow's filesystems do the I/O (one code path for local disks and object
+stores). Writes are atomic: a reader never sees half a file, which is what makes
+every stage restartable by "skip outputs that exist". S3 PUTs are atomic already;
+local files are written to a temporary name and renamed.
+S3-compatible endpoints: set ``AWS_ENDPOINT_URL`` (honoured by the AWS SDK under
+pyarrow). Credentials come only from the environment or the instance role.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+
+def is_remote(uri: str) -> bool:
+    return "://" in str(uri) and not str(uri).startswith("file://")
+
+
+def resolve(uri: str | Path) -> tuple[pafs.FileSystem, str]:
+    """(filesystem, path inside it) for a local path or a URI."""
+    uri = str(uri)
+    if is_remote(uri):
+        return pafs.FileSystem.from_uri(uri)
+    if uri.startswith("file://"):
+        uri = uri[len("file://") :]
+    return pafs.LocalFileSystem(), os.path.abspath(uri)
+
+
+def join(base: str | Path, *parts: str) -> str:
+    base = str(base)
+    return posixpath.join(base, *parts) if is_remote(base) else os.path.join(base, *parts)
+
+
+def exists(uri: str | Path) -> bool:
+    fs, path = resolve(uri)
+    return fs.get_file_info(path).type != pafs.FileType.NotFound
+
+
+def makedirs(uri: str | Path) -> None:
+    fs, path = resolve(uri)
+    fs.create_dir(path, recursive=True)
+
+
+def list_files(uri: str | Path, suffix: str = "") -> list[str]:
+    """Sorted URIs of the files directly in ``uri`` whose names end with ``suffix``."""
+    fs, path = resolve(uri)
+    if fs.get_file_info(path).type == pafs.FileType.NotFound:
+        return []
+    infos = fs.get_file_info(pafs.FileSelector(path, recursive=False))
+    names = sorted(i.base_name for i in infos if i.type == pafs.FileType.File)
+    return [join(uri, n) for n in names if n.endswith(suffix) and not n.startswith(".")]
+
+
+def read_bytes(uri: str | Path) -> bytes:
+    fs, path = resolve(uri)
+    with fs.open_input_stream(path) as f:
+        return f.read()
+
+
+@contextmanager
+def open_input(uri: str | Path) -> Iterator[IO[bytes]]:
+    fs, path = resolve(uri)
+    with fs.open_input_file(path) as f:
+        yield f
+
+
+@contextmanager
+def atomic_output(uri: str | Path) -> Iterator[IO[bytes]]:
+    """A binary file object whose content appears at ``uri`` only if the block succeeds."""
+    fs, path = resolve(uri)
+    if isinstance(fs, pafs.LocalFileSystem):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+        try:
+            with open(tmp, "wb") as f:
+                yield f
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+        return
+    # Object stores: stage locally, then one upload (a PUT is atomic).
+    with tempfile.NamedTemporaryFile(suffix=".part") as tmp:
+        yield tmp
+        tmp.flush()
+        parent = posixpath.dirname(path)
+        if parent:
+            fs.create_dir(parent, recursive=True)
+        pafs.copy_files(tmp.name, path, destination_filesystem=fs)
+
+
+def write_bytes(uri: str | Path, data: bytes) -> None:
+    with atomic_output(uri) as f:
+        f.write(data)
+
+
+def write_json(uri: str | Path, obj: Any) -> None:
+    write_bytes(uri, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
+
+
+def read_json(uri: str | Path) -> Any:
+    return json.loads(read_bytes(uri))
+
+
+def write_parquet(table: pa.Table, uri: str | Path) -> None:
+    with atomic_output(uri) as f:
+        pq.write_table(table, f)
+
+
+def read_parquet(uri: str | Path) -> pa.Table:
+    fs, path = resolve(uri)
+    return pq.read_table(path, filesystem=fs)

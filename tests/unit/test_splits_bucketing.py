@@ -1,0 +1,99 @@
+import random
+
+import pyarrow as pa
+import pytest
+
+from bigssl.config import ConfigError
+from bigssl.data.bucketing import BucketConfig, bucket_batches, collate_features, padding_ratio
+from bigssl.data.splits import SplitConfig, make_splits
+
+
+def manifest(n: int = 400, speakers: int = 20, seed: int = 0) -> pa.Table:
+    rng = random.Random(seed)
+    rows = [{"id": f"u{i:04d}", "shard": "shards/x.tar", "duration_s": rng.uniform(1, 10),
+             "sample_rate": 16000, "num_channels": 1, "speaker": f"s{i % speakers}",
+             "text": None if i % 10 == 0 else f"text {i}", "source": "t", "split": None}
+            for i in range(n)]
+    return pa.Table.from_pylist(rows)
+
+
+def ids(table: pa.Table) -> set[str]:
+    return set(table.column("id").to_pylist())
+
+
+def test_budgets_are_nested_hold_their_hours_and_are_deterministic():
+    cfg = SplitConfig(hours=[0.05, 0.1, 0.3], dev_hours=0.05, test_hours=0.05, seed=3)
+    out = make_splits(manifest(), cfg)
+    small, mid, big = (out[f"labeled_{h:g}h"] for h in cfg.hours)
+    assert ids(small) < ids(mid) < ids(big)
+    for table, hours in ((small, 0.05), (mid, 0.1), (big, 0.3)):
+        got = sum(table.column("duration_s").to_pylist()) / 3600
+        assert hours <= got < hours + 10 / 3600  # shortest prefix: over by < one utterance
+        assert table.column("text").null_count == 0
+    assert ids(make_splits(manifest(), cfg)["labeled_0.05h"]) == ids(small)
+    other = make_splits(manifest(), SplitConfig(hours=[0.05, 0.1, 0.3], dev_hours=0.05, test_hours=0.05, seed=4))
+    assert ids(other["labeled_0.05h"]) != ids(small)
+
+
+def test_dev_test_are_speaker_disjoint_and_pool_drops_text():
+    out = make_splits(manifest(), SplitConfig(fractions=[0.1, 1.0], dev_hours=0.05, test_hours=0.1))
+    spk = {k: set(v.column("speaker").to_pylist()) for k, v in out.items()}
+    assert spk["dev"] and spk["test"]
+    assert not (spk["dev"] & spk["test"]) and not (spk["unlabeled"] & (spk["dev"] | spk["test"]))
+    pool = out["unlabeled"]
+    assert pool.column("text").null_count == len(pool)
+    assert ids(out["labeled_100pct"]) < ids(pool)  # every labeled row is also in the pool
+    assert len(pool) + len(out["dev"]) + len(out["test"]) == 400
+
+
+def test_corpus_declared_splits_are_kept_when_no_hold_out_is_asked():
+    table = manifest(50)
+    table = table.set_column(table.schema.get_field_index("split"), "split",
+                             pa.array(["test" if i < 10 else "train" for i in range(50)]))
+    out = make_splits(table, SplitConfig(fractions=[1.0]))
+    assert len(out["test"]) == 10 and not ids(out["test"]) & ids(out["unlabeled"])
+
+
+def test_bad_split_configs_name_the_field():
+    with pytest.raises(ConfigError) as err:
+        SplitConfig(hours=[1.0, 0.5])
+    assert err.value.field == "hours"
+    with pytest.raises(ConfigError) as err:
+        SplitConfig(fractions=[0.5, 2.0])
+    assert err.value.field == "fractions"
+    with pytest.raises(ConfigError, match="nothing is left"):
+        make_splits(manifest(40, speakers=2), SplitConfig(fractions=[1.0], dev_hours=1, test_hours=1))
+
+
+def test_bucketing_bounds_padding_and_keeps_every_row_once():
+    rng = random.Random(0)
+    lengths = [rng.randint(50, 1500) for _ in range(3000)]
+    rows = [{"id": i, "n": n} for i, n in enumerate(lengths)]
+    cfg = BucketConfig(max_frames=6000, window=500)
+    batches = list(bucket_batches(rows, lambda r: r["n"], cfg))
+    assert sorted(r["id"] for b in batches for r in b) == list(range(3000))
+    assert all(len(b) * max(r["n"] for r in b) <= cfg.max_frames for b in batches)
+    bucketed = padding_ratio(batches, lambda r: r["n"])
+    shuffled = rows[:]
+    rng.shuffle(shuffled)
+    naive = padding_ratio([shuffled[i:i + 8] for i in range(0, 3000, 8)], lambda r: r["n"])
+    assert bucketed < 0.05 < naive / 4, (bucketed, naive)
+
+
+def test_overlong_row_is_a_batch_of_one_and_order_depends_on_seed():
+    rows = [{"id": i, "n": n} for i, n in enumerate([100, 9000, 120, 130])]
+    batches = list(bucket_batches(rows, lambda r: r["n"], BucketConfig(max_frames=1000, window=10)))
+    assert [rows[1]] in batches and sum(len(b) for b in batches) == 4
+    many = [{"id": i, "n": 100 + i % 7} for i in range(200)]
+    order = lambda seed: [b[0]["id"] for b in bucket_batches(many, lambda r: r["n"], BucketConfig(max_frames=500, window=200, seed=seed))]  # noqa: E731
+    assert order(0) == order(0) and order(0) != order(1)
+
+
+def test_collate_pads_to_the_longest_row():
+    import numpy as np
+
+    rows = [{"id": "a", "feats": np.ones(3 * 4), "num_frames": 3, "num_mel_bins": 4, "text": "x"},
+            {"id": "b", "feats": np.ones(5 * 4), "num_frames": 5, "num_mel_bins": 4, "text": "y"}]
+    batch = collate_features(rows)
+    assert batch["feats"].shape == (2, 5, 4) and list(batch["lengths"]) == [3, 5]
+    assert batch["feats"][0, 3:].sum() == 0 and batch["feats"][1].sum() == 20
