@@ -19,7 +19,9 @@ def tone(seconds: float, rate: int = 16000, freq: float = 440.0, seed: int = 0) 
     return np.clip(0.3 * np.sin(2 * np.pi * freq * t) + noise, -1, 1).astype(np.float32)
 
 
-def write_audio(path: Path, seconds: float, rate: int = 16000, channels: int = 1, fmt: str = "FLAC") -> Path:
+def write_audio(
+    path: Path, seconds: float, rate: int = 16000, channels: int = 1, fmt: str = "FLAC"
+) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     samples = tone(seconds, rate, seed=hash(path.name) % 1000)
     if channels > 1:
@@ -89,9 +91,13 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
-def sample_fields(key: str, seconds: float = 1.0, text: str | None = "a b c", rate: int = 16000) -> dict[str, bytes]:
-    fields = {"flac": encode_flac(tone(seconds, rate), rate),
-              "json": json.dumps({"id": key, "duration_s": seconds, "speaker": "spk"}).encode()}
+def sample_fields(
+    key: str, seconds: float = 1.0, text: str | None = "a b c", rate: int = 16000
+) -> dict[str, bytes]:
+    fields = {
+        "flac": encode_flac(tone(seconds, rate), rate),
+        "json": json.dumps({"id": key, "duration_s": seconds, "speaker": "spk"}).encode(),
+    }
     if text is not None:
         fields["txt"] = text.encode()
     return fields
@@ -135,7 +141,17 @@ def fault_shards(root: Path) -> dict[str, tuple[int, int, list[str]]]:
         "good": (4, 0, []),
         "trunc": (None, 1, ["truncated"]),  # some used before the damage, the rest one row
         "corrupt": (0, 1, ["corrupt or truncated"]),
-        "mixed": (2, 6, ["undecodable", "zero-length", "non-UTF-8", "empty transcript",
-                         "dataset audio key is 'flac'", "absurd duration"]),
+        "mixed": (
+            2,
+            6,
+            [
+                "undecodable",
+                "zero-length",
+                "non-UTF-8",
+                "empty transcript",
+                "dataset audio key is 'flac'",
+                "absurd duration",
+            ],
+        ),
         "unsafe": (1, 2, ["unsafe tar member"]),
     }

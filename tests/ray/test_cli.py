@@ -4,15 +4,17 @@ import sys
 
 import pyarrow.parquet as pq
 import pytest
-from corpora import fault_dir_corpus
 
 from bigssl.cli import main
+from corpora import fault_dir_corpus
 
 pytestmark = pytest.mark.ray
 
 
 def test_help_lists_every_stage():
-    result = subprocess.run([sys.executable, "-m", "bigssl.cli", "--help"], capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "bigssl.cli", "--help"], capture_output=True, text=True
+    )
     assert result.returncode == 0
     for stage in ("prepare", "split", "featurize", "demo"):
         assert stage in result.stdout
@@ -20,13 +22,43 @@ def test_help_lists_every_stage():
 
 def test_tts_prepare_split_featurize_through_the_cli(ray_session, tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(["prepare", "tts", "--hours", "0.02", "--seed", "1", "--out", str(out / "corpus"),
-                 "utterances_per_shard=20"]) == 0
+    assert (
+        main(
+            [
+                "prepare",
+                "tts",
+                "--hours",
+                "0.02",
+                "--seed",
+                "1",
+                "--out",
+                str(out / "corpus"),
+                "utterances_per_shard=20",
+            ]
+        )
+        == 0
+    )
     prepared = json.loads((out / "corpus/summary.json").read_text())
     assert prepared["used"] > 20 and prepared["hours"] >= 0.02 and prepared["quarantined"] == 0
-    assert main(["split", "--manifest", str(out / "corpus/manifest.parquet"), "--fractions", "0.1,1",
-                 "--test-hours", "0.003", "--out", str(out / "splits")]) == 0
-    assert (out / "splits/labeled_10pct.parquet").exists() and (out / "splits/unlabeled.parquet").exists()
+    assert (
+        main(
+            [
+                "split",
+                "--manifest",
+                str(out / "corpus/manifest.parquet"),
+                "--fractions",
+                "0.1,1",
+                "--test-hours",
+                "0.003",
+                "--out",
+                str(out / "splits"),
+            ]
+        )
+        == 0
+    )
+    assert (out / "splits/labeled_10pct.parquet").exists() and (
+        out / "splits/unlabeled.parquet"
+    ).exists()
     assert main(["featurize", "--shards", str(out / "corpus"), "--out", str(out / "feats")]) == 0
     featurized = json.loads((out / "feats/summary.json").read_text())
     assert featurized["used"] == prepared["used"] and featurized["shards"] >= 2
@@ -36,13 +68,69 @@ def test_tts_prepare_split_featurize_through_the_cli(ray_session, tmp_path, caps
 
 def test_exit_codes_name_the_field_and_honour_strict(tmp_path, capsys):
     listing = fault_dir_corpus(tmp_path / "c")
-    assert main(["prepare", "dir", "--manifest", str(listing), "--out", str(tmp_path / "a"),
-                 "utterances_per_shard=0"]) == 2
+    assert (
+        main(
+            [
+                "prepare",
+                "dir",
+                "--manifest",
+                str(listing),
+                "--out",
+                str(tmp_path / "a"),
+                "utterances_per_shard=0",
+            ]
+        )
+        == 2
+    )
     assert "utterances_per_shard" in capsys.readouterr().err
-    assert main(["prepare", "dir", "--manifest", str(listing), "--out", str(tmp_path / "b"), "stpes=1"]) == 2
-    assert main(["prepare", "dir", "--manifest", str(listing), "--out", str(tmp_path / "c2"),
-                 "max_duration_s=5"]) == 0
-    assert main(["prepare", "dir", "--manifest", str(listing), "--out", str(tmp_path / "d"),
-                 "max_duration_s=5", "--strict"]) == 1
-    assert pq.read_table(tmp_path / "d/quarantine.parquet").num_rows == 11  # written even when failing
-    assert main(["prepare", "dir", "--manifest", str(tmp_path / "nope.jsonl"), "--out", str(tmp_path / "e")]) == 3
+    assert (
+        main(
+            ["prepare", "dir", "--manifest", str(listing), "--out", str(tmp_path / "b"), "stpes=1"]
+        )
+        == 2
+    )
+    assert (
+        main(
+            [
+                "prepare",
+                "dir",
+                "--manifest",
+                str(listing),
+                "--out",
+                str(tmp_path / "c2"),
+                "max_duration_s=5",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "prepare",
+                "dir",
+                "--manifest",
+                str(listing),
+                "--out",
+                str(tmp_path / "d"),
+                "max_duration_s=5",
+                "--strict",
+            ]
+        )
+        == 1
+    )
+    assert (
+        pq.read_table(tmp_path / "d/quarantine.parquet").num_rows == 11
+    )  # written even when failing
+    assert (
+        main(
+            [
+                "prepare",
+                "dir",
+                "--manifest",
+                str(tmp_path / "nope.jsonl"),
+                "--out",
+                str(tmp_path / "e"),
+            ]
+        )
+        == 3
+    )

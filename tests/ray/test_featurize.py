@@ -4,11 +4,11 @@ import shutil
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from corpora import fault_shards, sample_fields, write_tar
 
 from bigssl.data.bucketing import BucketConfig
 from bigssl.data.features import FeaturizeConfig
 from bigssl.stages.featurize import feature_dataset, iter_bucketed, run_featurize
+from corpora import fault_shards, sample_fields, write_tar
 
 pytestmark = pytest.mark.ray
 
@@ -34,7 +34,10 @@ def test_fault_shards_quarantine_with_reasons_and_keep_what_is_readable(ray_sess
 
 def test_rerun_after_a_crash_finishes_only_the_missing_shards(ray_session, tmp_path):
     for s in range(4):
-        write_tar(tmp_path / f"shards/s{s}.tar", [(f"s{s}u{i}", sample_fields(f"s{s}u{i}", 0.5)) for i in range(5)])
+        write_tar(
+            tmp_path / f"shards/s{s}.tar",
+            [(f"s{s}u{i}", sample_fields(f"s{s}u{i}", 0.5)) for i in range(5)],
+        )
     out = tmp_path / "out"
     run_featurize(str(tmp_path / "shards"), str(out), FeaturizeConfig())
     # Simulate a crash that lost shard s2's work: its marker and outputs never landed.
@@ -51,8 +54,13 @@ def test_rerun_after_a_crash_finishes_only_the_missing_shards(ray_session, tmp_p
 def test_feature_stream_yields_bucketed_padded_batches(ray_session, tmp_path):
     rng = np.random.default_rng(0)
     for s in range(3):
-        write_tar(tmp_path / f"shards/s{s}.tar",
-                  [(f"s{s}u{i}", sample_fields(f"s{s}u{i}", float(rng.uniform(0.3, 3.0)))) for i in range(12)])
+        write_tar(
+            tmp_path / f"shards/s{s}.tar",
+            [
+                (f"s{s}u{i}", sample_fields(f"s{s}u{i}", float(rng.uniform(0.3, 3.0))))
+                for i in range(12)
+            ],
+        )
     run_featurize(str(tmp_path / "shards"), str(tmp_path / "out"), FeaturizeConfig())
     cfg = BucketConfig(max_frames=1200, window=64)
     batches = list(iter_bucketed(feature_dataset(str(tmp_path / "out")), cfg))

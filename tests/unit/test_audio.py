@@ -20,8 +20,13 @@ def test_fbank_matches_torchaudio_reference_on_decoded_flac():
     samples, rate = decode_audio(encode_flac(audio, 16000))
     ours = Fbank().extract(samples, rate)
     wave, ref_rate = sf.read(io.BytesIO(encode_flac(audio, 16000)), dtype="int16")
-    reference = kaldi.fbank(torch.tensor(wave, dtype=torch.float32).unsqueeze(0), num_mel_bins=80,
-                            dither=0.0, energy_floor=0.0, sample_frequency=ref_rate).numpy()
+    reference = kaldi.fbank(
+        torch.tensor(wave, dtype=torch.float32).unsqueeze(0),
+        num_mel_bins=80,
+        dither=0.0,
+        energy_floor=0.0,
+        sample_frequency=ref_rate,
+    ).numpy()
     assert ours.shape == reference.shape == (FbankConfig().num_frames(1.0), 80)
     np.testing.assert_allclose(ours, reference, rtol=1e-4, atol=1e-3)
 
@@ -39,7 +44,9 @@ def test_tone_energy_lands_in_the_right_mel_bin_at_any_input_rate():
 
 
 def test_utterance_normalisation_gives_zero_mean_unit_variance():
-    noisy = tone(500, 16000, 2.0) + 0.1 * np.random.default_rng(0).standard_normal(32000).astype(np.float32)
+    noisy = tone(500, 16000, 2.0) + 0.1 * np.random.default_rng(0).standard_normal(32000).astype(
+        np.float32
+    )
     feats = Fbank(FbankConfig(normalize="utterance")).extract(noisy, 16000)
     np.testing.assert_allclose(feats.mean(axis=0), 0, atol=1e-4)
     np.testing.assert_allclose(feats.std(axis=0), 1, atol=5e-3)  # torch std is unbiased

@@ -3,12 +3,12 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from corpora import DIR_FAULTS, DIR_GOOD, fault_dir_corpus, write_audio
 
 from bigssl.data.importers import download_librispeech, librispeech_records, manifest_records
 from bigssl.data.prepare import PrepareConfig, prepare_corpus
 from bigssl.data.records import RawUtterance
 from bigssl.data.shards import ShardSample, iter_shard
+from corpora import DIR_FAULTS, DIR_GOOD, fault_dir_corpus, write_audio
 
 CFG = PrepareConfig(utterances_per_shard=4, max_duration_s=5.0)
 
@@ -19,7 +19,9 @@ def test_fault_corpus_every_bad_input_is_quarantined_with_its_reason(tmp_path):
     assert summary.read == summary.used + summary.quarantined == 15
     manifest = pq.read_table(tmp_path / "out/manifest.parquet").to_pylist()
     assert {r["id"] for r in manifest} == DIR_GOOD
-    reasons = {r["id"]: r["reason"] for r in pq.read_table(tmp_path / "out/quarantine.parquet").to_pylist()}
+    reasons = {
+        r["id"]: r["reason"] for r in pq.read_table(tmp_path / "out/quarantine.parquet").to_pylist()
+    }
     for uid, expected in DIR_FAULTS.items():
         assert expected in reasons[uid], (uid, reasons.get(uid))
     by_id = {r["id"]: r for r in manifest}
@@ -47,8 +49,13 @@ def _records(n: int, crash_at: int | None = None):
     for i in range(n):
         if i == crash_at:
             raise RuntimeError("injected crash")
-        yield RawUtterance(id=f"u{i:03d}", source="t", text=f"word {i}", samples=None,
-                           audio_path=str(write_audio(Path(_records.root) / f"u{i}.flac", 0.3)))
+        yield RawUtterance(
+            id=f"u{i:03d}",
+            source="t",
+            text=f"word {i}",
+            samples=None,
+            audio_path=str(write_audio(Path(_records.root) / f"u{i}.flac", 0.3)),
+        )
 
 
 def test_prepare_crash_then_rerun_finishes_without_duplicates(tmp_path):
@@ -68,8 +75,9 @@ def _librispeech(root: Path) -> Path:
     chapter = root / "train-clean-5" / "19" / "198"
     for i in range(3):
         write_audio(chapter / f"19-198-{i:04d}.flac", 0.5)
-    (chapter / "19-198.trans.txt").write_text("19-198-0000 HELLO THERE\n19-198-0001 GENERAL KENOBI\n"
-                                              "19-198-0005 NO AUDIO FOR ME\n")
+    (chapter / "19-198.trans.txt").write_text(
+        "19-198-0000 HELLO THERE\n19-198-0001 GENERAL KENOBI\n19-198-0005 NO AUDIO FOR ME\n"
+    )
     write_audio(root / "train-clean-5" / "77" / "book" / "long_file.flac", 0.7)  # unlabeled
     return root / "train-clean-5"
 
@@ -79,7 +87,9 @@ def test_librispeech_layout_and_plain_unlabeled_folders(tmp_path):
     assert records["19-198-0000"].text == "HELLO THERE" and records["19-198-0000"].speaker == "19"
     assert records["19-198-0002"].text is None  # audio without a transcript line: unlabeled
     assert "missing file" in records["19-198-0005"].error
-    assert records["77-book-long_file"].speaker == "77" and records["77-book-long_file"].text is None
+    assert (
+        records["77-book-long_file"].speaker == "77" and records["77-book-long_file"].text is None
+    )
 
 
 def test_librispeech_download_unpacks_a_local_archive(tmp_path):

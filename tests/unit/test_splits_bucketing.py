@@ -10,10 +10,20 @@ from bigssl.data.splits import SplitConfig, make_splits
 
 def manifest(n: int = 400, speakers: int = 20, seed: int = 0) -> pa.Table:
     rng = random.Random(seed)
-    rows = [{"id": f"u{i:04d}", "shard": "shards/x.tar", "duration_s": rng.uniform(1, 10),
-             "sample_rate": 16000, "num_channels": 1, "speaker": f"s{i % speakers}",
-             "text": None if i % 10 == 0 else f"text {i}", "source": "t", "split": None}
-            for i in range(n)]
+    rows = [
+        {
+            "id": f"u{i:04d}",
+            "shard": "shards/x.tar",
+            "duration_s": rng.uniform(1, 10),
+            "sample_rate": 16000,
+            "num_channels": 1,
+            "speaker": f"s{i % speakers}",
+            "text": None if i % 10 == 0 else f"text {i}",
+            "source": "t",
+            "split": None,
+        }
+        for i in range(n)
+    ]
     return pa.Table.from_pylist(rows)
 
 
@@ -31,7 +41,9 @@ def test_budgets_are_nested_hold_their_hours_and_are_deterministic():
         assert hours <= got < hours + 10 / 3600  # shortest prefix: over by < one utterance
         assert table.column("text").null_count == 0
     assert ids(make_splits(manifest(), cfg)["labeled_0.05h"]) == ids(small)
-    other = make_splits(manifest(), SplitConfig(hours=[0.05, 0.1, 0.3], dev_hours=0.05, test_hours=0.05, seed=4))
+    other = make_splits(
+        manifest(), SplitConfig(hours=[0.05, 0.1, 0.3], dev_hours=0.05, test_hours=0.05, seed=4)
+    )
     assert ids(other["labeled_0.05h"]) != ids(small)
 
 
@@ -48,8 +60,11 @@ def test_dev_test_are_speaker_disjoint_and_pool_drops_text():
 
 def test_corpus_declared_splits_are_kept_when_no_hold_out_is_asked():
     table = manifest(50)
-    table = table.set_column(table.schema.get_field_index("split"), "split",
-                             pa.array(["test" if i < 10 else "train" for i in range(50)]))
+    table = table.set_column(
+        table.schema.get_field_index("split"),
+        "split",
+        pa.array(["test" if i < 10 else "train" for i in range(50)]),
+    )
     out = make_splits(table, SplitConfig(fractions=[1.0]))
     assert len(out["test"]) == 10 and not ids(out["test"]) & ids(out["unlabeled"])
 
@@ -62,7 +77,9 @@ def test_bad_split_configs_name_the_field():
         SplitConfig(fractions=[0.5, 2.0])
     assert err.value.field == "fractions"
     with pytest.raises(ConfigError, match="nothing is left"):
-        make_splits(manifest(40, speakers=2), SplitConfig(fractions=[1.0], dev_hours=1, test_hours=1))
+        make_splits(
+            manifest(40, speakers=2), SplitConfig(fractions=[1.0], dev_hours=1, test_hours=1)
+        )
 
 
 def test_bucketing_bounds_padding_and_keeps_every_row_once():
@@ -76,7 +93,7 @@ def test_bucketing_bounds_padding_and_keeps_every_row_once():
     bucketed = padding_ratio(batches, lambda r: r["n"])
     shuffled = rows[:]
     rng.shuffle(shuffled)
-    naive = padding_ratio([shuffled[i:i + 8] for i in range(0, 3000, 8)], lambda r: r["n"])
+    naive = padding_ratio([shuffled[i : i + 8] for i in range(0, 3000, 8)], lambda r: r["n"])
     assert bucketed < 0.05 < naive / 4, (bucketed, naive)
 
 
@@ -85,15 +102,23 @@ def test_overlong_row_is_a_batch_of_one_and_order_depends_on_seed():
     batches = list(bucket_batches(rows, lambda r: r["n"], BucketConfig(max_frames=1000, window=10)))
     assert [rows[1]] in batches and sum(len(b) for b in batches) == 4
     many = [{"id": i, "n": 100 + i % 7} for i in range(200)]
-    order = lambda seed: [b[0]["id"] for b in bucket_batches(many, lambda r: r["n"], BucketConfig(max_frames=500, window=200, seed=seed))]  # noqa: E731
+    def order(seed):
+        return [
+            b[0]["id"]
+            for b in bucket_batches(
+                many, lambda r: r["n"], BucketConfig(max_frames=500, window=200, seed=seed)
+            )
+        ]
     assert order(0) == order(0) and order(0) != order(1)
 
 
 def test_collate_pads_to_the_longest_row():
     import numpy as np
 
-    rows = [{"id": "a", "feats": np.ones(3 * 4), "num_frames": 3, "num_mel_bins": 4, "text": "x"},
-            {"id": "b", "feats": np.ones(5 * 4), "num_frames": 5, "num_mel_bins": 4, "text": "y"}]
+    rows = [
+        {"id": "a", "feats": np.ones(3 * 4), "num_frames": 3, "num_mel_bins": 4, "text": "x"},
+        {"id": "b", "feats": np.ones(5 * 4), "num_frames": 5, "num_mel_bins": 4, "text": "y"},
+    ]
     batch = collate_features(rows)
     assert batch["feats"].shape == (2, 5, 4) and list(batch["lengths"]) == [3, 5]
     assert batch["feats"][0, 3:].sum() == 0 and batch["feats"][1].sum() == 20

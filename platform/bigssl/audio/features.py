@@ -16,7 +16,7 @@ from typing import Literal
 import numpy as np
 import torch
 import torchaudio.compliance.kaldi as kaldi
-import torchaudio.functional as AF
+import torchaudio.transforms as AT
 
 from bigssl.config import Config, check
 
@@ -58,6 +58,14 @@ class Fbank:
 
     def __init__(self, cfg: FbankConfig | None = None):
         self.cfg = cfg or FbankConfig()
+        # One Resample per input rate: its sinc kernel costs as much to build as
+        # the resampling itself, so building it per utterance doubled the cost.
+        self._resamplers: dict[int, AT.Resample] = {}
+
+    def _resample(self, wave: torch.Tensor, sample_rate: int) -> torch.Tensor:
+        if sample_rate not in self._resamplers:
+            self._resamplers[sample_rate] = AT.Resample(sample_rate, self.cfg.sample_rate)
+        return self._resamplers[sample_rate](wave)
 
     def extract(self, samples: np.ndarray, sample_rate: int) -> np.ndarray:
         """(T_samples,) float in [-1, 1] at ``sample_rate`` -> (T, F) float32 log-mel."""
@@ -65,7 +73,7 @@ class Fbank:
         if wave.ndim == 2:  # (T, C) -> mono
             wave = wave.mean(dim=1)
         if sample_rate != self.cfg.sample_rate:
-            wave = AF.resample(wave, sample_rate, self.cfg.sample_rate)
+            wave = self._resample(wave, sample_rate)
         # Kaldi fbank expects int16-scaled samples; its log floor assumes that range.
         feats = kaldi.fbank(
             wave.unsqueeze(0) * 32768.0,

@@ -124,7 +124,9 @@ def librispeech_records(root: str | Path, source: str | None = None) -> Iterator
             speaker = relative.split("/")[0] if "/" in relative else None
             # LibriSpeech ids (speaker-chapter-utterance) are unique corpus-wide;
             # other stems are only unique within their folder.
-            uid = stem if stem in texts or _LIBRISPEECH_ID.fullmatch(stem) else id_from_path(relative)
+            uid = (
+                stem if stem in texts or _LIBRISPEECH_ID.fullmatch(stem) else id_from_path(relative)
+            )
             yield RawUtterance(
                 id=uid,
                 source=source,

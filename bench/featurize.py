@@ -1,0 +1,192 @@
+"""Featurize throughput: plain single-process loop vs the Ray Data stage, same shards, same run.
+
+(a) baseline: one process, one torch thread, tolerant read -> decode -> fbank over
+    every shard (no writing: the platform is charged for its writes, not the baseline).
+(b) platform: ``bigssl.stages.featurize.run_featurize`` on a local Ray with all cores,
+    which also writes feature parquet, quarantine and done markers.
+Prints hours of audio per second for both, peak RSS (driver + Ray workers) at 1x
+and 10x the shard count, and **parallel efficiency = b / (cores x a)** last.
+
+    python bench/featurize.py                       # >= 2 h of the embedded TTS corpus
+    python bench/featurize.py --corpus shared       # the real corpora in ../shared/data
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def prepare_tts(out: Path, hours: float, shards: int) -> Path:
+    from bigssl.stages.prepare import prepare_tts as run
+
+    per_shard = max(1, math.ceil(hours * 3600 / 2.12 / shards))  # TTS queries average ~2.12 s
+    if not (out / "summary.json").exists():
+        run(
+            str(out),
+            None,
+            [f"tts.hours={hours}", "tts.seed=7", f"utterances_per_shard={per_shard}"],
+        )
+    return out
+
+
+def prepare_shared(out: Path) -> Path:
+    from bigssl.stages.prepare import prepare_dir
+
+    data = ROOT.parent / "shared" / "data"
+    target = out / "shards"
+    target.mkdir(parents=True, exist_ok=True)
+    for name in ("fsdd", "speech_commands", "ljspeech_part"):
+        if not (out / name / "summary.json").exists():
+            prepare_dir(
+                str(data / name / "manifest.jsonl"),
+                str(out / name),
+                None,
+                ["utterances_per_shard=250"],
+            )
+        for shard in sorted((out / name / "shards").glob("*.tar")):
+            link = target / f"{name}-{shard.name}"
+            if not link.exists():
+                link.symlink_to(shard.resolve())
+    return target
+
+
+def baseline(shards: list[Path]) -> tuple[float, float]:
+    """(audio seconds, wall seconds) of a plain single-process, single-thread loop."""
+    import torch
+
+    from bigssl.audio import Fbank
+    from bigssl.audio.decode import decode_audio
+    from bigssl.data.shards import ShardSample, iter_shard
+
+    torch.set_num_threads(1)
+    fbank = Fbank()
+    audio_s = 0.0
+    start = time.perf_counter()
+    for shard in shards:
+        with open(shard, "rb") as f:
+            for sample in iter_shard(f, shard.name):
+                if isinstance(sample, ShardSample):
+                    samples, rate = decode_audio(sample.fields["flac"])
+                    fbank.extract(samples, rate)
+                    audio_s += len(samples) / rate
+    return audio_s, time.perf_counter() - start
+
+
+class PeakRss:
+    """Samples the summed RSS of this process and every Ray process on the machine at 10 Hz."""
+
+    def __init__(self) -> None:
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _total(self) -> int:
+        total = psutil.Process().memory_info().rss
+        for proc in psutil.process_iter(["name", "cmdline"]):
+            try:
+                cmd = " ".join(proc.info["cmdline"] or [])
+                if proc.pid != os.getpid() and ("ray::" in cmd or "default_worker.py" in cmd):
+                    total += proc.memory_info().rss
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+        return total
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._total())
+            time.sleep(0.1)
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def platform(shards_dir: Path, out: Path) -> tuple[float, float, int]:
+    """(audio seconds, wall seconds, peak RSS bytes) of the Ray Data stage."""
+    from bigssl.data.features import FeaturizeConfig
+    from bigssl.stages.featurize import run_featurize
+
+    shutil.rmtree(out, ignore_errors=True)
+    with PeakRss() as rss:
+        start = time.perf_counter()
+        summary = run_featurize(str(shards_dir), str(out), FeaturizeConfig())
+        wall = time.perf_counter() - start
+    assert summary.quarantined == 0, summary.to_dict()
+    return summary.hours * 3600, wall, rss.peak
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--corpus", choices=["tts", "shared"], default="tts")
+    parser.add_argument("--hours", type=float, default=2.0, help="TTS hours (>= 2 for the target)")
+    parser.add_argument("--shards", type=int, default=16, help="TTS shards")
+    parser.add_argument("--work", default=str(ROOT / "runs" / "bench-featurize"))
+    parser.add_argument("--skip-10x", action="store_true", help="skip the 10x-shards memory run")
+    args = parser.parse_args()
+    work = Path(args.work)
+    if args.corpus == "tts":
+        shards_dir = (
+            prepare_tts(work / f"tts-{args.hours:g}h-{args.shards}", args.hours, args.shards)
+            / "shards"
+        )
+    else:
+        shards_dir = prepare_shared(work / "shared")
+    shards = sorted(shards_dir.glob("*.tar"))
+    cores = os.cpu_count() or 1
+
+    import ray
+
+    from bigssl.stages.runtime import init_ray
+
+    init_ray()
+    warm = work / "warm"  # start Ray's worker processes before timing: steady state, not start-up
+    platform(_subset(shards_dir, work / "warm-shards", shards[:cores]), warm)
+
+    audio_a, wall_a = baseline(shards)
+    audio_b, wall_b, rss_1x = platform(shards_dir, work / "out-1x")
+    assert abs(audio_a - audio_b) < 1.0, (audio_a, audio_b)
+    a, b = audio_a / 3600 / wall_a, audio_b / 3600 / wall_b
+    print(f"corpus: {args.corpus}, {audio_a / 3600:.2f} h in {len(shards)} shards, {cores} cores")
+    print(
+        f"(a) single-process loop : {a:.4f} audio h/s ({audio_a / wall_a:.0f}x real time, {wall_a:.1f} s)"
+    )
+    print(
+        f"(b) Ray Data featurize  : {b:.4f} audio h/s ({audio_b / wall_b:.0f}x real time, {wall_b:.1f} s)"
+    )
+    if not args.skip_10x:
+        ten = _subset(shards_dir, work / "shards-10x", shards * 10)
+        _, wall_10, rss_10x = platform(ten, work / "out-10x")
+        change = rss_10x / rss_1x - 1
+        print(
+            f"peak RSS: 1x shards {rss_1x / 2**20:.0f} MiB, 10x shards {rss_10x / 2**20:.0f} MiB "
+            f"({change:+.1%}, {wall_10:.0f} s)"
+        )
+    ray.shutdown()
+    print(f"parallel efficiency = b / (cores x a) = {b / (cores * a):.3f}")
+
+
+def _subset(source: Path, target: Path, shards: list[Path]) -> Path:
+    """A folder of symlinks: ``shards`` under fresh names (repeats allowed)."""
+    shutil.rmtree(target, ignore_errors=True)
+    target.mkdir(parents=True)
+    for i, shard in enumerate(shards):
+        (target / f"{i:05d}-{shard.name}").symlink_to(shard.resolve())
+    return target
+
+
+if __name__ == "__main__":
+    main()
