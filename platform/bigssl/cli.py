@@ -19,13 +19,16 @@ from bigssl.config import ConfigError
 from bigssl.summary import NothingUsable
 
 
-def _common(parser: argparse.ArgumentParser, out: bool = True) -> None:
+def _common(parser: argparse.ArgumentParser, out: bool = True, strict: bool = True) -> None:
     if out:
         parser.add_argument(
             "--out", required=True, help="output folder: local path or s3://bucket/prefix"
         )
     parser.add_argument("--config", help="YAML config file (a short diff over the typed defaults)")
-    parser.add_argument("--strict", action="store_true", help="exit 1 if any input is quarantined")
+    if strict:
+        parser.add_argument(
+            "--strict", action="store_true", help="exit 1 if any input is quarantined"
+        )
     parser.add_argument(
         "overrides",
         nargs="*",
@@ -82,6 +85,14 @@ def _cmd_featurize(args: argparse.Namespace) -> dict:
 
     return featurize.featurize_main(
         args.shards, args.out, args.config, _overrides(args), args.ray_address
+    )
+
+
+def _cmd_pretrain(args: argparse.Namespace) -> dict:
+    from bigssl.stages import pretrain
+
+    return pretrain.pretrain_main(
+        args.config, _overrides(args, features=args.features), args.out, args.ray_address
     )
 
 
@@ -153,6 +164,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], dict]] = {
     "prepare": _cmd_prepare,
     "split": _cmd_split,
     "featurize": _cmd_featurize,
+    "pretrain": _cmd_pretrain,
     "demo": _cmd_demo,
 }
 

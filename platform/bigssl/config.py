@@ -54,17 +54,20 @@ class Config:
     @classmethod
     def load(cls: type[C], path: str | Path | None = None, overrides: list[str] | None = None) -> C:
         """Defaults, then the YAML file at ``path``, then ``key=value`` overrides."""
-        data: dict[str, Any] = {}
-        if path is not None:
-            loaded = yaml.safe_load(Path(path).read_text()) or {}
-            if not isinstance(loaded, dict):
-                raise ConfigError(
-                    "<root>", f"{path} must hold a mapping, got {type(loaded).__name__}"
-                )
-            data = loaded
-        for item in overrides or []:
-            apply_override(data, item)
-        return cls.from_dict(data)
+        return cls.from_dict(load_dict(path, overrides))
+
+
+def load_dict(path: str | Path | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
+    """The raw mapping of a YAML file with ``key=value`` overrides applied (not yet typed)."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        loaded = yaml.safe_load(Path(path).read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ConfigError("<root>", f"{path} must hold a mapping, got {type(loaded).__name__}")
+        data = loaded
+    for item in overrides or []:
+        apply_override(data, item)
+    return data
 
 
 def apply_override(data: dict[str, Any], item: str) -> None:
@@ -152,6 +155,11 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
         raise ConfigError(path, f"expected a number, got {value!r}")
     if tp is str:
         if isinstance(value, str):

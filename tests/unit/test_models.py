@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 
@@ -229,19 +230,31 @@ def test_wav2vec2_linear_targets_train() -> None:
     assert history[-1]["diversity_loss"] == 0.0
 
 
-def test_wav2vec2_identical_codes_are_not_distractors() -> None:
-    # Every frame gets the same code: every distractor equals its positive and
-    # is dropped, so the contrastive task is trivially solved.
+def _collapsed_output(**overrides) -> dict:
+    """Every frame gets the same code: the codebook has collapsed."""
     torch.manual_seed(0)
-    model = build_ssl_model("wav2vec2", tiny(), Wav2Vec2Config(**SMALL_W2V)).eval()
+    model = build_ssl_model("wav2vec2", tiny(), Wav2Vec2Config(**{**SMALL_W2V, **overrides})).eval()
     with torch.no_grad():
         model.quantizer.weight_proj.weight.zero_()
         model.quantizer.weight_proj.bias.zero_()
         model.quantizer.weight_proj.bias[0] = 1.0
-        out = model(*fixed_batch())
+        return model(*fixed_batch())
+
+
+def test_wav2vec2_duplicate_code_masking_drops_identical_distractors() -> None:
+    # fairseq's option: distractors equal to the positive are dropped, so a
+    # collapsed codebook solves the contrastive task trivially.
+    out = _collapsed_output(mask_duplicate_negatives=True)
     assert out["contrastive_loss"].item() == pytest.approx(0.0, abs=1e-6)
     assert out["accuracy"].item() == 1.0
     assert out["code_perplexity"].item() == pytest.approx(2.0, abs=1e-3)
+
+
+def test_wav2vec2_collapse_is_not_rewarded_by_default() -> None:
+    # Default: identical distractors stay, so collapse costs log(K + 1) instead of 0.
+    out = _collapsed_output()
+    num_negatives = Wav2Vec2Config(**SMALL_W2V).num_negatives
+    assert out["contrastive_loss"].item() == pytest.approx(math.log(num_negatives + 1), rel=0.05)
 
 
 def test_gumbel_temperature_anneals() -> None:

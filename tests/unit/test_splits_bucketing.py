@@ -102,6 +102,7 @@ def test_overlong_row_is_a_batch_of_one_and_order_depends_on_seed():
     batches = list(bucket_batches(rows, lambda r: r["n"], BucketConfig(max_frames=1000, window=10)))
     assert [rows[1]] in batches and sum(len(b) for b in batches) == 4
     many = [{"id": i, "n": 100 + i % 7} for i in range(200)]
+
     def order(seed):
         return [
             b[0]["id"]
@@ -109,6 +110,7 @@ def test_overlong_row_is_a_batch_of_one_and_order_depends_on_seed():
                 many, lambda r: r["n"], BucketConfig(max_frames=500, window=200, seed=seed)
             )
         ]
+
     assert order(0) == order(0) and order(0) != order(1)
 
 

@@ -26,7 +26,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from bigssl.config import Config, check
-from bigssl.models.conformer import ConformerEncoder, lengths_to_padding_mask
+from bigssl.models.conformer import (
+    ConformerEncoder,
+    lengths_to_padding_mask,
+    normalize_per_utterance,
+)
 from bigssl.models.masking import compute_span_mask
 from bigssl.models.quantizer import RandomProjectionQuantizer, perplexity_of_ids
 
@@ -71,15 +75,6 @@ def stack_frames(features: torch.Tensor, lengths: torch.Tensor, factor: int) -> 
     x = features.masked_fill(padding_mask.unsqueeze(-1), 0.0)
     x = F.pad(x, (0, 0, 0, (-frames) % factor))
     return x.reshape(batch, -1, factor * bins)
-
-
-def normalize_per_utterance(features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """(B, T, F) -> (B, T, F): each bin at zero mean, unit variance over valid frames."""
-    valid = (~lengths_to_padding_mask(lengths, features.shape[1])).unsqueeze(-1).float()
-    count = valid.sum(dim=1, keepdim=True).clamp(min=1.0)
-    mean = (features * valid).sum(dim=1, keepdim=True) / count
-    variance = ((features - mean) ** 2 * valid).sum(dim=1, keepdim=True) / count
-    return (features - mean) * torch.rsqrt(variance + 1e-5)
 
 
 class BestRQModel(nn.Module):

@@ -80,6 +80,16 @@ def lengths_to_padding_mask(lengths: torch.Tensor, max_length: int) -> torch.Ten
     return positions.unsqueeze(0) >= lengths.unsqueeze(1)
 
 
+def normalize_per_utterance(features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """(B, T, F) -> (B, T, F): each bin at zero mean, unit variance over valid frames."""
+    valid = (~lengths_to_padding_mask(lengths, features.shape[1])).unsqueeze(-1).float()
+    count = valid.sum(dim=1, keepdim=True).clamp(min=1.0)
+    mean = (features * valid).sum(dim=1, keepdim=True) / count
+    variance = ((features - mean) ** 2 * valid).sum(dim=1, keepdim=True) / count
+    # Padded frames stay zero, so nothing leaks into the first conv's boundary.
+    return (features - mean) * torch.rsqrt(variance + 1e-5) * valid
+
+
 def _halve(lengths: torch.Tensor) -> torch.Tensor:
     # A kernel-3, stride-2, padding-1 conv maps n frames to ceil(n / 2).
     return torch.div(lengths + 1, 2, rounding_mode="floor")

@@ -31,7 +31,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from bigssl.config import Config, check
-from bigssl.models.conformer import ConformerEncoder, lengths_to_padding_mask
+from bigssl.models.conformer import (
+    ConformerEncoder,
+    lengths_to_padding_mask,
+    normalize_per_utterance,
+)
 from bigssl.models.masking import compute_span_mask
 from bigssl.models.quantizer import GumbelVectorQuantizer
 
@@ -52,6 +56,18 @@ class Wav2Vec2Config(Config):
     """kappa: cosine similarities are divided by it."""
     diversity_weight: float = 0.1
     """alpha: weight of the codebook diversity loss."""
+    mask_duplicate_negatives: bool = False
+    """Drop distractors whose codes equal the positive's (fairseq does). Off by default:
+    once the codebook collapses every distractor is dropped and the loss falls to 0,
+    so the objective rewards collapse; kept, collapse costs log(K + 1)."""
+    normalize_input: bool = True
+    """Per-utterance mean/variance normalisation of the log-mel input (CMVN). Raw log-mel
+    shares a large per-bin offset across frames; without it the quantizer saw nearly
+    identical frames and mapped them all to one code."""
+    feature_grad_mult: float = 0.1
+    """Scale of the gradient into the subsampling (fairseq's feature_grad_mult). The
+    targets are quantized from the same trainable frames the context sees; at full
+    gradient the toy runs collapsed the codebook to one code per group in 3 steps."""
     target: Literal["quantizer", "linear"] = "quantizer"
     """Targets from the Gumbel product quantizer or from a linear projection."""
     num_codebook_groups: int = 2
@@ -76,6 +92,7 @@ class Wav2Vec2Config(Config):
         check(self.num_negatives >= 1, "num_negatives", "must be >= 1")
         check(self.contrastive_temperature > 0, "contrastive_temperature", "must be > 0")
         check(self.diversity_weight >= 0, "diversity_weight", "must be >= 0")
+        check(0.0 <= self.feature_grad_mult <= 1.0, "feature_grad_mult", "must be in [0, 1]")
         check(self.num_codebook_groups >= 1, "num_codebook_groups", "must be >= 1")
         check(self.num_codebook_entries >= 2, "num_codebook_entries", "must be >= 2")
         check(
@@ -138,6 +155,9 @@ class Wav2Vec2Model(nn.Module):
         self.cfg = cfg
         d_model = encoder.d_model
         self.mask_embedding = nn.Parameter(torch.empty(d_model))
+        # fairseq normalises features before masking and quantizing: the quantizer's
+        # logits then keep their scale while the subsampling learns.
+        self.feature_norm = nn.LayerNorm(d_model)
         self.quantizer: GumbelVectorQuantizer | None = None
         target_dim = d_model
         if cfg.target == "quantizer":
@@ -173,7 +193,13 @@ class Wav2Vec2Model(nn.Module):
         from it). Keys: loss, contrastive_loss, diversity_loss, accuracy,
         code_perplexity, num_masked.
         """
+        if self.cfg.normalize_input:
+            features = normalize_per_utterance(features, lengths)
         frames, out_lengths = self.encoder.subsample(features, lengths)  # (B, T', D)
+        if self.cfg.feature_grad_mult < 1.0:  # same values, scaled gradient
+            scale = self.cfg.feature_grad_mult
+            frames = frames * scale + frames.detach() * (1.0 - scale)
+        frames = self.feature_norm(frames)
         padding_mask = lengths_to_padding_mask(out_lengths, frames.shape[1])
         if mask is None:
             cfg = self.cfg
@@ -228,7 +254,7 @@ class Wav2Vec2Model(nn.Module):
         index, valid = sample_negatives(counts, similarity.shape[1], self.cfg.num_negatives)
         positive = similarity.diagonal(dim1=1, dim2=2).unsqueeze(-1)  # (B, M, 1)
         negative = similarity.gather(2, index)  # (B, M, K)
-        if codes is not None:
+        if codes is not None and self.cfg.mask_duplicate_negatives:
             codes_padded = _pad_by_utterance(codes, mask)  # (B, M, G)
             batch, max_count, num_negatives = index.shape
             flat = index.view(batch, -1, 1).expand(-1, -1, codes_padded.shape[-1])

@@ -1,0 +1,131 @@
+"""Pre-training stage: a Conformer learns from unlabeled features (wav2vec2 or BEST-RQ) on Ray Train.
+
+``bigssl pretrain --config configs/tiny.yaml --out runs/pt [key=value ...]``. The
+run folder ``OUT/RUN_NAME`` holds step-named checkpoints, ``metrics.parquet``,
+TensorBoard events and ``summary.json``. Re-running the same name resumes from
+its newest checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ray.train
+import torch
+
+from bigssl import storage
+from bigssl.config import Config, check, load_dict
+from bigssl.data.bucketing import BucketConfig
+from bigssl.models import SSLConfig, build_preset, build_ssl_model_from_config, count_parameters
+from bigssl.models.parallelize import parallelize
+from bigssl.stages.runtime import init_ray
+from bigssl.stages.trainer import (
+    LoopConfig,
+    ScalingSettings,
+    _Run,
+    feature_hours,
+    fit,
+    shard_totals,
+    worker_loop,
+)
+from bigssl.summary import StageSummary
+from bigssl.training.optim import OptimConfig, build_optimizer, build_scheduler
+from bigssl.training.step import Stepper
+
+
+@dataclass
+class PretrainConfig(Config):
+    features: str = ""  # a `bigssl featurize` output folder (local or s3://)
+    run_name: str = "pretrain"  # run folder under --out; the same name resumes
+    preset: str = ""  # encoder size preset (tiny, s, m, xl, xxl, g); model.encoder.* overrides it
+    model: SSLConfig = field(default_factory=SSLConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    bucket: BucketConfig = field(default_factory=BucketConfig)
+    train: LoopConfig = field(default_factory=LoopConfig)
+    scaling: ScalingSettings = field(default_factory=ScalingSettings)
+
+    def validate(self) -> None:
+        check(
+            bool(self.run_name) and "/" not in self.run_name, "run_name", "a non-empty folder name"
+        )
+
+    @classmethod
+    def load(
+        cls, path: str | Path | None = None, overrides: list[str] | None = None
+    ) -> PretrainConfig:
+        data = load_dict(path, overrides)
+        if data.get("preset"):  # preset sizes first, explicit encoder keys on top
+            encoder = dataclasses.asdict(build_preset(str(data["preset"])))
+            encoder.update(data.get("model", {}).get("encoder", {}))
+            data.setdefault("model", {})["encoder"] = encoder
+        return cls.from_dict(data)
+
+
+def _train_worker(config: dict[str, Any]) -> None:
+    """Runs on every Ray Train worker."""
+    cfg = PretrainConfig.from_dict(config["cfg"])
+    rank = ray.train.get_context().get_world_rank()
+    torch.manual_seed(cfg.train.seed + rank)
+    device = ray.train.torch.get_device()
+    torch.set_num_threads(max(1, int(cfg.scaling.cpus_per_worker)))
+    model = build_ssl_model_from_config(cfg.model)
+    model = parallelize(model, cfg.scaling.strategy, device)
+    optimizer = build_optimizer(
+        [{"params": [p for p in model.parameters() if p.requires_grad]}], cfg.optim
+    )
+    scheduler = build_scheduler(optimizer, [cfg.optim.warmup_steps])
+    meta = {"stage": "pretrain", "config": config["cfg"], "objective": cfg.model.objective}
+    run = _Run(config["run_dir"], cfg.train, cfg.bucket, config["totals"], meta)
+    worker_loop(run, Stepper(model, optimizer, scheduler, cfg.optim, device))
+
+
+def run_pretrain(cfg: PretrainConfig, out: str, ray_address: str | None = None) -> StageSummary:
+    if not cfg.features:
+        raise FileNotFoundError("features: no featurize output given (features=DIR)")
+    totals = shard_totals(cfg.features)
+    init_ray(ray_address)
+    start = time.perf_counter()
+    result = fit(
+        _train_worker,
+        {"cfg": cfg.to_dict(), "totals": totals},
+        cfg.scaling,
+        cfg.features,
+        out,
+        cfg.run_name,
+    )
+    wall = time.perf_counter() - start
+    if result.error:
+        raise RuntimeError(f"pre-training failed: {result.error}") from result.error
+    metrics = result.metrics or {}
+    rows = sum(totals.values())
+    with torch.device("meta"):
+        params = count_parameters(build_ssl_model_from_config(cfg.model).encoder)
+    return StageSummary(
+        "pretrain",
+        read=rows,
+        used=rows,
+        quarantined=0,
+        hours=feature_hours(cfg.features),
+        extra={
+            "steps": int(metrics.get("step", 0)),
+            "loss": metrics.get("loss"),
+            "accuracy": metrics.get("accuracy"),
+            "code_perplexity": metrics.get("code_perplexity"),
+            "encoder_params": params,
+            "wall_s": round(wall, 1),
+            "checkpoint": result.checkpoint.path if result.checkpoint else None,
+            "run_dir": storage.join(out, cfg.run_name),
+        },
+    )
+
+
+def pretrain_main(
+    config: str | None, overrides: list[str], out: str, ray_address: str | None = None
+) -> dict:
+    cfg = PretrainConfig.load(config, overrides)
+    summary = run_pretrain(cfg, out, ray_address)
+    return summary.finish(storage.join(out, cfg.run_name))

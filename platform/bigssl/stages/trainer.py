@@ -1,0 +1,340 @@
+"""Ray Train glue shared by pre-training and fine-tuning: datasets, the worker loop, checkpoints.
+
+Design decisions:
+- Data reaches each worker through ``get_dataset_shard`` as duration-bucketed
+  batches. Two datasets are registered: ``train`` (every feature shard) and
+  ``resume``, a *factory* Ray Train calls whenever it (re)starts the worker group:
+  it reads the newest committed checkpoint's data position and leaves the shards
+  already consumed in that epoch out of the read. After the resumed epoch, workers
+  go back to ``train``.
+- Workers stop an epoch together: each step all-reduces "I still have a batch";
+  bucketed batch counts differ across workers and a collective with one worker
+  missing would hang.
+- A checkpoint merges the workers' data positions, saves through DCP into a local
+  temp folder on every rank (Ray merges the ranks' files), reports it under a
+  step-named folder, and rank 0 then marks it ``COMMITTED`` for the factory.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import ray
+import ray.train
+import torch
+import torch.distributed as dist
+from ray.train import Checkpoint, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+
+from bigssl import storage
+from bigssl.config import Config, ConfigError, check
+from bigssl.data.bucketing import BucketConfig, bucket_batches, collate_features
+from bigssl.training import checkpoint as ckpt
+from bigssl.training.metrics import MetricsLog
+from bigssl.training.position import DataPosition
+from bigssl.training.step import Stepper
+
+
+@dataclass
+class ScalingSettings(Config):
+    num_workers: int = 2  # Ray Train workers (one per GPU on GPU nodes)
+    use_gpu: bool = False
+    strategy: Literal["fsdp", "ddp"] = (
+        "fsdp"  # FSDP2 fully_shard per layer, or DDP for small models
+    )
+    cpus_per_worker: float = 1.0
+    max_failures: int = 0  # worker-group restarts before the run fails
+
+    def validate(self) -> None:
+        check(self.num_workers >= 1, "num_workers", "must be >= 1")
+        check(self.cpus_per_worker > 0, "cpus_per_worker", "must be > 0")
+        check(self.max_failures >= -1, "max_failures", "must be >= -1 (-1 = unlimited)")
+
+
+@dataclass
+class LoopConfig(Config):
+    max_steps: int = 100  # optimizer steps
+    log_every: int = 10  # steps between metric reports
+    checkpoint_every: int = 50  # steps between checkpoints (and one at the end)
+    seed: int = 0
+    fault_step: int = 0  # tests: SIGKILL worker `fault_rank` once at this step (0 = off)
+    fault_rank: int = 0
+
+    def validate(self) -> None:
+        check(self.max_steps >= 1, "max_steps", "must be >= 1")
+        check(self.log_every >= 1, "log_every", "must be >= 1")
+        check(self.checkpoint_every >= 1, "checkpoint_every", "must be >= 1")
+
+
+def feature_files(features: str) -> list[str]:
+    files = storage.list_files(storage.join(features, "features"), ".parquet")
+    if not files:
+        raise FileNotFoundError(
+            f"no feature parquet under {features}/features (run bigssl featurize)"
+        )
+    return files
+
+
+def shard_totals(features: str) -> dict[str, int]:
+    """Rows per feature shard, from featurize's done markers."""
+    markers = storage.list_files(storage.join(features, "done"), ".json")
+    return {storage.read_json(m)["shard"]: storage.read_json(m)["used"] for m in markers}
+
+
+def feature_hours(features: str) -> float:
+    markers = storage.list_files(storage.join(features, "done"), ".json")
+    return sum(storage.read_json(m)["seconds"] for m in markers) / 3600
+
+
+def _stem(uri: str) -> str:
+    return uri.rsplit("/", 1)[-1].removesuffix(".parquet")
+
+
+def make_datasets(features: str, run_dir: str) -> dict[str, Callable[[], ray.data.Dataset]]:
+    files = feature_files(features)
+    columns = ["id", "shard", "feats", "num_frames", "num_mel_bins", "text"]
+
+    def train() -> ray.data.Dataset:
+        return ray.data.read_parquet(files, columns=columns, override_num_blocks=len(files))
+
+    def resume() -> ray.data.Dataset:
+        latest = ckpt.latest_checkpoint(run_dir)
+        consumed = set()
+        if latest is not None:
+            consumed = set(
+                storage.read_json(storage.join(str(latest), "train_state.json"))["position"][
+                    "consumed"
+                ]
+            )
+        # Never iterated when nothing remains (the worker then starts the next epoch on
+        # `train`); a dataset must still be returned.
+        remaining = [f for f in files if _stem(f) not in consumed] or files[:1]
+        return ray.data.read_parquet(remaining, columns=columns, override_num_blocks=len(remaining))
+
+    return {"train": train, "resume": resume}
+
+
+def _all_have(has_batch: bool, device: torch.device) -> bool:
+    if not dist.is_initialized():
+        return has_batch
+    flag = torch.tensor([1 if has_batch else 0], device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    return bool(flag.item())
+
+
+def _synchronized(batches: Iterator[dict], device: torch.device) -> Iterator[dict]:
+    while True:
+        batch = next(batches, None)
+        if not _all_have(batch is not None, device):
+            return
+        yield batch
+
+
+def _epoch_batches(
+    position: DataPosition, source: str, bucket: BucketConfig, reads: set[str]
+) -> Iterator[dict]:
+    rows = ray.train.get_dataset_shard(source).iter_rows()
+
+    def unseen() -> Iterator[dict]:
+        for row in rows:
+            reads.add(row["shard"])
+            if not position.seen(row["shard"], row["id"]):
+                yield row
+
+    for batch in bucket_batches(
+        unseen(), lambda r: int(r["num_frames"]), bucket, epoch=position.epoch
+    ):
+        collated = collate_features(batch)
+        collated["shards"] = [r["shard"] for r in batch]
+        yield collated
+
+
+def _gather_position(position: DataPosition, totals: dict[str, int]) -> DataPosition:
+    if not dist.is_initialized():
+        return DataPosition.merge([position], totals)
+    gathered: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, position.state_dict())
+    return DataPosition.merge([DataPosition.from_state_dict(g) for g in gathered], totals)
+
+
+@dataclass
+class _Run:
+    """What the worker loop needs besides the model; built from the train_loop_config dict."""
+
+    run_dir: str
+    loop: LoopConfig
+    bucket: BucketConfig
+    totals: dict[str, int]
+    meta: dict[str, Any]
+
+
+def save(
+    run: _Run, stepper: Stepper, step: int, position: DataPosition, metrics: dict[str, float]
+) -> DataPosition:
+    merged = _gather_position(position, run.totals)
+    name = f"checkpoint_{step:09d}"
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt.save_checkpoint(
+            tmp,
+            stepper.model,
+            stepper.optimizer,
+            stepper.scheduler,
+            step,
+            merged.state_dict(),
+            run.meta,
+        )
+        ray.train.report(
+            metrics, checkpoint=Checkpoint.from_directory(tmp), checkpoint_dir_name=name
+        )
+    if ray.train.get_context().get_world_rank() == 0:
+        storage.write_bytes(storage.join(run.run_dir, name, "COMMITTED"), b"")
+    return merged
+
+
+def worker_loop(run: _Run, stepper: Stepper) -> None:
+    """Steps until ``run.loop.max_steps``, resuming model, schedule, RNG and data position."""
+    rank = ray.train.get_context().get_world_rank()
+    step, position, source = 0, DataPosition(), "train"
+    restored = ray.train.get_checkpoint()
+    if restored is not None:
+        with restored.as_directory() as directory:
+            state = ckpt.load_checkpoint(
+                directory, stepper.model, stepper.optimizer, stepper.scheduler
+            )
+        step, position, source = (
+            state["step"],
+            DataPosition.from_state_dict(state["position"]),
+            "resume",
+        )
+        if position.consumed >= set(run.totals):  # the epoch was complete: start the next one
+            position, source = DataPosition(epoch=position.epoch + 1), "train"
+    log = MetricsLog(run.run_dir, resume_step=step) if rank == 0 else None
+    reads: set[str] = set()
+    window = _Window()
+    while step < run.loop.max_steps:
+        for batch in _synchronized(
+            _epoch_batches(position, source, run.bucket, reads), stepper.device
+        ):
+            metrics = stepper.step([batch])
+            position.record(batch["shards"], batch["ids"].tolist())
+            step += 1
+            window.add(metrics)
+            _maybe_fail(run, step, rank, restored is not None)
+            if (
+                step % run.loop.log_every == 0
+                or step % run.loop.checkpoint_every == 0
+                or step == run.loop.max_steps
+            ):
+                report = window.report(step, stepper.device)
+                if log:
+                    log.log(step, report)
+                _record_reads(run, rank, restored, position.epoch, reads)
+                if step % run.loop.checkpoint_every == 0 or step == run.loop.max_steps:
+                    position = save(run, stepper, step, position, report)
+                    if log:
+                        log.flush()
+                else:
+                    ray.train.report(report)
+            if step >= run.loop.max_steps:
+                break
+        else:
+            _record_reads(run, rank, restored, position.epoch, reads)
+            position, source, reads = DataPosition(epoch=position.epoch + 1), "train", set()
+    if log:
+        log.close()
+
+
+class _Window:
+    """Metrics between two reports: means per step, audio seconds summed over workers."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.steps = 0
+        self.start = time.perf_counter()
+
+    def add(self, metrics: dict[str, float]) -> None:
+        self.steps += 1
+        for k, v in metrics.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v
+
+    def report(self, step: int, device: torch.device) -> dict[str, float]:
+        audio = torch.tensor([self.sums.pop("audio_s", 0.0)], device=device)
+        if dist.is_initialized():
+            dist.all_reduce(audio)
+        wall = time.perf_counter() - self.start
+        out = {k: v / max(self.steps, 1) for k, v in self.sums.items()}
+        out.update(
+            step=step,
+            audio_s=float(audio.item()),
+            audio_hours_per_s=float(audio.item()) / 3600 / wall,
+        )
+        self.__init__()
+        return out
+
+
+def _record_reads(run: _Run, rank: int, restored: Any, epoch: int, reads: set[str]) -> None:
+    """Which shards this worker received in ``epoch`` since it (re)started: evidence that a
+    resume does not re-read consumed shards. Small: one name per shard."""
+    started = "fresh" if restored is None else restored.path.rsplit("/", 1)[-1]
+    storage.write_json(
+        storage.join(run.run_dir, "reads", f"{started}-epoch{epoch}-rank{rank}.json"),
+        {"epoch": epoch, "shards": sorted(reads)},
+    )
+
+
+def _maybe_fail(run: _Run, step: int, rank: int, resumed: bool) -> None:
+    if (
+        run.loop.fault_step
+        and step == run.loop.fault_step
+        and rank == run.loop.fault_rank
+        and not resumed
+    ):
+        os.kill(os.getpid(), signal.SIGKILL)  # a hard crash: no cleanup, no report
+
+
+def check_data_has_cpu(scaling: ScalingSettings) -> None:
+    """Training workers that take every CPU leave none for Ray Data's reads: the run would hang."""
+    total = ray.cluster_resources().get("CPU", 0.0)
+    left = total - scaling.num_workers * scaling.cpus_per_worker
+    if left < 0.5:
+        raise ConfigError(
+            "scaling.cpus_per_worker",
+            f"{scaling.num_workers} workers x {scaling.cpus_per_worker} CPU leave {left:g} of the cluster's "
+            f"{total:g} CPUs for Ray Data, which then cannot read; lower cpus_per_worker or num_workers",
+        )
+
+
+def fit(
+    train_fn: Callable[[dict], None],
+    config: dict,
+    scaling: ScalingSettings,
+    features: str,
+    out: str,
+    run_name: str,
+) -> ray.train.Result:
+    """Run ``train_fn`` on a Ray Train worker group; re-running the same name resumes."""
+    check_data_has_cpu(scaling)
+    out = out if storage.is_remote(out) else os.path.abspath(out)  # Ray wants absolute paths
+    run_dir = storage.join(out, run_name)
+    trainer = TorchTrainer(
+        train_fn,
+        train_loop_config={**config, "run_dir": run_dir},
+        scaling_config=ScalingConfig(
+            num_workers=scaling.num_workers,
+            use_gpu=scaling.use_gpu,
+            resources_per_worker={"CPU": scaling.cpus_per_worker},
+        ),
+        run_config=RunConfig(
+            name=run_name,
+            storage_path=out,
+            failure_config=FailureConfig(max_failures=scaling.max_failures),
+        ),
+        datasets=make_datasets(features, run_dir),
+    )
+    return trainer.fit()

@@ -1,0 +1,1 @@
+"""Training core (no Ray): optimizers and schedules, the step loop, checkpoints, data position, metrics."""

@@ -1,0 +1,138 @@
+"""Complete checkpoints: model, optimizer, schedule, step, RNG, data position, meta.json.
+
+Layout of one checkpoint folder (what Ray Train uploads and hands back on resume):
+    *.distcp, .metadata   model + optimizer through torch.distributed.checkpoint (DCP):
+                          every rank writes its own FSDP2 shards in parallel
+    train_state.json      step, scheduler state, merged data position (rank 0)
+    rng-rank{R}.pt        each rank's torch / numpy / python RNG state
+    meta.json             config, model kind, schema versions, world size, step (rank 0)
+
+``get_state_dict`` / ``set_state_dict`` make the same files load under FSDP2, DDP
+or a plain module, so :func:`load_for_export` rebuilds a single-process model
+from any of them without a process group.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.state_dict import (
+    get_state_dict,
+    set_state_dict,
+)
+
+from bigssl import schemas
+
+
+def _rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def rng_state() -> dict[str, Any]:
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+
+
+def save_checkpoint(
+    directory: str | Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    step: int,
+    position: dict[str, Any],
+    meta: dict[str, Any],
+) -> None:
+    """Every rank calls this with the same ``directory`` name (its own local folder under Ray)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    model_sd, optim_sd = get_state_dict(model, optimizer)
+    dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(directory))
+    rank = _rank()
+    torch.save(rng_state(), directory / f"rng-rank{rank}.pt")
+    if rank == 0:
+        state = {"step": step, "scheduler": scheduler.state_dict(), "position": position}
+        (directory / "train_state.json").write_text(json.dumps(state))
+        full_meta = {
+            **meta,
+            "step": step,
+            "world_size": dist.get_world_size() if dist.is_initialized() else 1,
+            "schema_versions": {
+                n: int(schemas.load(n).metadata[b"version"]) for n in ("features", "manifest")
+            },
+        }
+        (directory / "meta.json").write_text(json.dumps(full_meta, indent=2, default=str))
+
+
+def load_checkpoint(
+    directory: str | Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+) -> dict[str, Any]:
+    """Restore everything in place; returns train_state.json (step, position)."""
+    directory = Path(directory)
+    model_sd, optim_sd = get_state_dict(model, optimizer)
+    state = {"model": model_sd, "optim": optim_sd}
+    dcp.load(state, checkpoint_id=str(directory))
+    set_state_dict(
+        model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"]
+    )
+    train_state = json.loads((directory / "train_state.json").read_text())
+    scheduler.load_state_dict(train_state["scheduler"])
+    rng_file = directory / f"rng-rank{_rank()}.pt"
+    if rng_file.exists():  # absent when resuming on more workers than saved
+        set_rng_state(torch.load(rng_file, weights_only=False))
+    return train_state
+
+
+def read_meta(directory: str | Path) -> dict[str, Any]:
+    return json.loads((Path(directory) / "meta.json").read_text())
+
+
+def load_model_weights(directory: str | Path, model: torch.nn.Module) -> None:
+    """Load only the model weights of a checkpoint into a plain single-process module."""
+    state = {"model": model.state_dict()}
+    dcp.load(state, checkpoint_id=str(directory), no_dist=True)
+    model.load_state_dict(state["model"])
+
+
+def export_weights(directory: str | Path, model: torch.nn.Module, target: str | Path) -> Path:
+    """A consolidated ``torch.save`` file of the model for inference outside the platform."""
+    load_model_weights(directory, model)
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"model": model.state_dict(), "meta": read_meta(directory)}, target)
+    return target
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """Newest committed checkpoint under a run folder (``COMMITTED`` marks a registered one)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return None
+    found = []
+    for child in run_dir.iterdir():
+        if child.name.startswith("checkpoint_") and (child / "COMMITTED").exists():
+            found.append((read_meta(child)["step"], child))
+    return max(found)[1] if found else None
+
+
+def mark_committed(directory: str | Path) -> None:
+    Path(directory, "COMMITTED").write_text(str(os.getpid()))

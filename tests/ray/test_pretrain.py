@@ -1,0 +1,98 @@
+"""Pre-training on Ray Train with 2 CPU workers: FSDP2 and DDP, both objectives, fault and resume."""
+
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from bigssl.models import build_ssl_model_from_config
+from bigssl.stages.pretrain import PretrainConfig, run_pretrain
+from bigssl.training.checkpoint import load_model_weights, read_meta
+
+pytestmark = pytest.mark.ray
+
+BASE = [
+    "optim.warmup_steps=3",
+    "optim.peak_lr=2.0e-3",
+    "bucket.max_frames=2500",
+    "bucket.window=16",
+    "model.wav2vec2.num_negatives=20",
+    "scaling.num_workers=2",
+    "scaling.cpus_per_worker=0.5",
+    "train.log_every=1",
+]
+
+
+def pretrain(features: str, out: Path, *overrides: str):
+    cfg = PretrainConfig.load(None, [*BASE, f"features={features}", *overrides])
+    summary = run_pretrain(cfg, str(out))
+    metrics = pq.read_table(out / cfg.run_name / "metrics.parquet").to_pylist()
+    return cfg, summary, metrics
+
+
+def mean_loss(rows: list[dict]) -> float:
+    return sum(r["loss"] for r in rows) / len(rows)
+
+
+@pytest.mark.parametrize("strategy", ["fsdp", "ddp"])
+@pytest.mark.parametrize("objective", ["wav2vec2", "bestrq"])
+def test_loss_falls_for_each_strategy_and_objective(tts_features, tmp_path, strategy, objective):
+    _, summary, metrics = pretrain(
+        tts_features,
+        tmp_path,
+        "train.max_steps=12",
+        "train.checkpoint_every=12",
+        f"scaling.strategy={strategy}",
+        f"model.objective={objective}",
+    )
+    assert [r["step"] for r in metrics] == list(range(1, 13)) and summary.extra["steps"] == 12
+    first, last = mean_loss(metrics[:3]), mean_loss(metrics[-3:])
+    # Bounds from measurement (12 steps, 2 workers): BEST-RQ fell 16-20 %; wav2vec2
+    # 1.5-2 %, mostly its diversity term: the contrastive task starts slowly.
+    assert last < (0.99 if objective == "wav2vec2" else 0.9) * first, (first, last)
+    assert all(r["audio_hours_per_s"] > 0 for r in metrics)
+    if objective == "wav2vec2":  # the codebook stays in use: 2.0 would be one code per group
+        assert min(r["code_perplexity"] for r in metrics) > 20.0, [
+            r["code_perplexity"] for r in metrics
+        ]
+
+
+def test_killed_worker_resumes_from_checkpoint_without_rereading_consumed_shards(
+    tts_features, tmp_path
+):
+    cfg, summary, metrics = pretrain(
+        tts_features,
+        tmp_path,
+        "train.max_steps=9",
+        "train.checkpoint_every=3",
+        "train.fault_step=5",
+        "train.fault_rank=1",
+        "scaling.max_failures=1",
+        "scaling.strategy=fsdp",
+        "run_name=faulty",
+    )
+    run = tmp_path / "faulty"
+    assert summary.extra["steps"] == 9
+    assert [r["step"] for r in metrics] == list(
+        range(1, 10)
+    )  # each step once, none replayed from 0
+    resumed = sorted((run / "reads").glob("checkpoint_000000003-*.json"))
+    assert resumed, sorted(p.name for p in (run / "reads").iterdir())  # the restart began at step 3
+    state = json.loads((run / "checkpoint_000000003" / "train_state.json").read_text())
+    consumed, epoch = set(state["position"]["consumed"]), state["position"]["epoch"]
+    assert consumed
+    reread = set()
+    for f in resumed:
+        record = json.loads(f.read_text())
+        if record["epoch"] == epoch:
+            reread |= set(record["shards"]) & consumed
+    assert not reread, reread
+    # The final checkpoint loads into a fresh single-process model for export.
+    final = run / "checkpoint_000000009"
+    assert read_meta(final)["step"] == 9
+    model = build_ssl_model_from_config(cfg.model)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    load_model_weights(final, model)
+    assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
