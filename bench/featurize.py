@@ -185,7 +185,7 @@ def main() -> None:
         )
         steady = audio_10 / wall_10 / (cores * audio_a / wall_a)
         print(
-            f"10x run: {audio_10 / 3600:.1f} h in {wall_10:.0f} s, efficiency {steady:.3f} (actor start-up amortised)"
+            f"10x run: {audio_10 / 3600:.1f} h in {wall_10:.0f} s, efficiency {steady:.3f} (start-up amortised over 10x the work)"
         )
     ray.shutdown()
     print(f"parallel efficiency = b / (cores x a) = {b / (cores * a):.3f}")

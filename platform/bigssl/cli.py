@@ -152,6 +152,13 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
 
     p = sub.add_parser(
+        "pretrain", help="self-supervised pre-training (wav2vec2 / BEST-RQ) on Ray Train"
+    )
+    p.add_argument("--features", help="featurize output folder (or features=DIR)")
+    _ray(p)
+    _common(p, strict=False)
+
+    p = sub.add_parser(
         "demo", help="the pipeline end to end on the embedded TTS corpus, on local Ray"
     )
     p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")

@@ -16,7 +16,7 @@ def test_help_lists_every_stage():
         [sys.executable, "-m", "bigssl.cli", "--help"], capture_output=True, text=True
     )
     assert result.returncode == 0
-    for stage in ("prepare", "split", "featurize", "demo"):
+    for stage in ("prepare", "split", "featurize", "pretrain", "demo"):
         assert stage in result.stdout
 
 
@@ -134,3 +134,14 @@ def test_exit_codes_name_the_field_and_honour_strict(tmp_path, capsys):
         )
         == 3
     )
+
+
+def test_demo_quick_runs_every_stage_end_to_end(ray_session, tmp_path):
+    out = tmp_path / "demo"
+    assert main(["demo", "--quick", "--out", str(out)]) == 0
+    record = json.loads((out / "demo.json").read_text())
+    assert set(record["stages"]) == {"prepare", "split", "featurize", "pretrain"}
+    for name, summary in record["stages"].items():
+        assert summary["read"] == summary["used"] + summary["quarantined"], name
+    assert record["stages"]["pretrain"]["steps"] == 20
+    assert (out / "pretrain-tiny" / "checkpoint_000000020" / "meta.json").exists()

@@ -32,8 +32,7 @@ class FeaturizeConfig(Config):
     min_duration_s: float = 0.05  # shorter audio is quarantined
     max_duration_s: float = 120.0  # longer audio is quarantined
     rows_per_group: int = 256  # parquet row group size: bounds a task's memory
-    num_cpus_per_task: float = 1.0  # Ray CPUs per featurizer actor
-    max_actors: int = 0  # 0 = one actor per CPU of the cluster now; >0 = autoscale up to this
+    num_cpus_per_task: float = 1.0  # Ray CPUs per shard task
     strict: bool = False  # exit non-zero if anything is quarantined
 
     def validate(self) -> None:
@@ -45,7 +44,6 @@ class FeaturizeConfig(Config):
         )
         check(self.rows_per_group > 0, "rows_per_group", "must be > 0")
         check(0 < self.num_cpus_per_task <= 64, "num_cpus_per_task", "must be in (0, 64]")
-        check(self.max_actors >= 0, "max_actors", "must be >= 0")
 
 
 def shard_stem(shard_uri: str) -> str:

@@ -62,7 +62,9 @@ class Stepper:
                     out = self.model(feats, lengths)
                 (out["loss"] / len(micro_batches)).backward()
             for name, value in out.items():
-                totals[name] = totals.get(name, 0.0) + float(value) / len(micro_batches)
+                totals[name] = totals.get(name, 0.0) + float(torch.as_tensor(value).detach()) / len(
+                    micro_batches
+                )
         if self.cfg.clip_norm:
             grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip_norm)
             totals["grad_norm"] = float(
