@@ -66,74 +66,21 @@ def test_tts_prepare_split_featurize_through_the_cli(ray_session, tmp_path, caps
     assert "[featurize] read=" in line and "[prepare] read=" in line
 
 
+def _prepare_dir(listing, out, *extra: str) -> int:
+    return main(["prepare", "dir", "--manifest", str(listing), "--out", str(out), *extra])
+
+
 def test_exit_codes_name_the_field_and_honour_strict(tmp_path, capsys):
     listing = fault_dir_corpus(tmp_path / "c")
-    assert (
-        main(
-            [
-                "prepare",
-                "dir",
-                "--manifest",
-                str(listing),
-                "--out",
-                str(tmp_path / "a"),
-                "utterances_per_shard=0",
-            ]
-        )
-        == 2
-    )
+    assert _prepare_dir(listing, tmp_path / "a", "utterances_per_shard=0") == 2
     assert "utterances_per_shard" in capsys.readouterr().err
-    assert (
-        main(
-            ["prepare", "dir", "--manifest", str(listing), "--out", str(tmp_path / "b"), "stpes=1"]
-        )
-        == 2
-    )
-    assert (
-        main(
-            [
-                "prepare",
-                "dir",
-                "--manifest",
-                str(listing),
-                "--out",
-                str(tmp_path / "c2"),
-                "max_duration_s=5",
-            ]
-        )
-        == 0
-    )
-    assert (
-        main(
-            [
-                "prepare",
-                "dir",
-                "--manifest",
-                str(listing),
-                "--out",
-                str(tmp_path / "d"),
-                "max_duration_s=5",
-                "--strict",
-            ]
-        )
-        == 1
-    )
+    assert _prepare_dir(listing, tmp_path / "b", "stpes=1") == 2
+    assert _prepare_dir(listing, tmp_path / "c2", "max_duration_s=5") == 0
+    assert _prepare_dir(listing, tmp_path / "d", "max_duration_s=5", "--strict") == 1
     assert (
         pq.read_table(tmp_path / "d/quarantine.parquet").num_rows == 11
     )  # written even when failing
-    assert (
-        main(
-            [
-                "prepare",
-                "dir",
-                "--manifest",
-                str(tmp_path / "nope.jsonl"),
-                "--out",
-                str(tmp_path / "e"),
-            ]
-        )
-        == 3
-    )
+    assert _prepare_dir(tmp_path / "nope.jsonl", tmp_path / "e") == 3
 
 
 def test_demo_quick_runs_every_stage_end_to_end(ray_session, tmp_path):
