@@ -22,6 +22,8 @@ _SCALARS = {
     "float32": pa.float32(),
     "float64": pa.float64(),
     "bool": pa.bool_(),
+    # Plain UTC microseconds: pandas, DuckDB and Spark read it without extension types.
+    "timestamp": pa.timestamp("us", tz="UTC"),
 }
 
 
@@ -34,10 +36,29 @@ def schemas_dir() -> Path:
     return Path(env) if env else Path(__file__).resolve().parents[2] / "schemas"
 
 
+def _split_top_level(text: str) -> list[str]:
+    """``"a: int64, b: list<x>"`` -> ``["a: int64", "b: list<x>"]`` (commas inside <> kept)."""
+    parts, depth, start = [], 0, 0
+    for i, char in enumerate(text):
+        depth += {"<": 1, ">": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            parts.append(text[start:i].strip())
+            start = i + 1
+    parts.append(text[start:].strip())
+    return parts
+
+
 def _arrow_type(name: str) -> pa.DataType:
+    name = name.strip()
     match = re.fullmatch(r"list<(.+)>", name)
     if match:
         return pa.list_(_arrow_type(match.group(1)))
+    match = re.fullmatch(r"struct<(.+)>", name)
+    if match:
+        members = [part.split(":", 1) for part in _split_top_level(match.group(1))]
+        if any(len(m) != 2 or not m[0].strip() for m in members):
+            raise SchemaError(f"struct members must look like 'name: type' in {name!r}")
+        return pa.struct([pa.field(k.strip(), _arrow_type(t)) for k, t in members])
     if name not in _SCALARS:
         raise SchemaError(f"unknown schema type {name!r}")
     return _SCALARS[name]
