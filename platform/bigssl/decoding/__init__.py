@@ -1,0 +1,29 @@
+"""CTC decoding (greedy, beam search with an optional KenLM) and hypothesis confidences (no Ray)."""
+
+from bigssl.decoding.ctc import (
+    BeamDecoder,
+    DecoderConfig,
+    GreedyDecoder,
+    Hypothesis,
+    alignment_logprob,
+    beam_available,
+    build_decoder,
+    greedy_decode,
+    is_blank_only,
+    make_decoder,
+    repetition_ratio,
+)
+
+__all__ = [
+    "BeamDecoder",
+    "DecoderConfig",
+    "GreedyDecoder",
+    "Hypothesis",
+    "alignment_logprob",
+    "beam_available",
+    "build_decoder",
+    "greedy_decode",
+    "is_blank_only",
+    "make_decoder",
+    "repetition_ratio",
+]
