@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,beam]'
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -28,8 +28,8 @@ test-unit: $(STAMP)
 	$(PY) -m pytest tests/unit
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check platform tests bench
-	$(VENV)/bin/ruff format --check platform tests bench
+	$(VENV)/bin/ruff check platform tests bench jobs
+	$(VENV)/bin/ruff format --check platform tests bench jobs
 
 bench: $(STAMP)
 	$(PY) bench/featurize.py

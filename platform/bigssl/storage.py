@@ -4,12 +4,22 @@ pyarrow's filesystems do the I/O (one code path for local disks and object
 stores). Writes are atomic: a reader never sees half a file, which is what makes
 every stage restartable by "skip outputs that exist". S3 PUTs are atomic already;
 local files are written to a temporary name and renamed.
-S3-compatible endpoints: set ``AWS_ENDPOINT_URL`` (honoured by the AWS SDK under
-pyarrow). Credentials come only from the environment or the instance role.
+
+Object stores (``s3://bucket/prefix``):
+- S3-compatible stores (MinIO, Ceph, R2, ...): set ``AWS_ENDPOINT_URL_S3`` or
+  ``AWS_ENDPOINT_URL`` (the AWS SDKs' own variables, so boto3, the AWS CLI and the
+  pyarrow filesystems Ray Data and Ray Train open by themselves agree with us), e.g.
+  ``http://minio.internal:9000``; ``http://`` endpoints are spoken to in plain HTTP.
+- Transient errors (throttling, 5xx, dropped connections) are retried with AWS's
+  standard exponential backoff, ``BIGSSL_S3_MAX_ATTEMPTS`` attempts in all (default 10).
+- Region: ``AWS_REGION``/``AWS_DEFAULT_REGION``, else asked of the bucket (AWS only).
+- Credentials are never passed, stored or logged here: the AWS SDK's default chain
+  finds them in the environment, a profile or the instance/pod role, on every node.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import posixpath
@@ -19,19 +29,64 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
+from urllib.parse import urlparse
 
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+
+S3_MAX_ATTEMPTS = 10  # default attempts per S3 request (first try included); BIGSSL_S3_MAX_ATTEMPTS
 
 
 def is_remote(uri: str) -> bool:
     return "://" in str(uri) and not str(uri).startswith("file://")
 
 
+def s3_endpoint() -> str | None:
+    """The S3-compatible endpoint override from the environment, or None for AWS itself."""
+    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
+
+
+@functools.lru_cache(maxsize=64)
+def _bucket_region(bucket: str) -> str:
+    return pafs.resolve_s3_region(bucket)
+
+
+@functools.lru_cache(maxsize=16)
+def _s3_filesystem(
+    endpoint: str | None, region: str | None, max_attempts: int
+) -> pafs.S3FileSystem:
+    kwargs: dict[str, Any] = {
+        "region": region,
+        "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=max_attempts),
+    }
+    if endpoint:
+        parsed = urlparse(endpoint if "://" in endpoint else f"https://{endpoint}")
+        kwargs.update(
+            endpoint_override=parsed.netloc + parsed.path.rstrip("/"), scheme=parsed.scheme
+        )
+    return pafs.S3FileSystem(**kwargs)
+
+
+def s3_filesystem(bucket: str) -> pafs.S3FileSystem:
+    """The S3 filesystem for ``bucket`` under the current environment (endpoint, region, retries)."""
+    endpoint = s3_endpoint()
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    if not region and not endpoint:
+        region = _bucket_region(bucket)  # a bucket outside the SDK's default region answers 301
+    attempts = int(os.environ.get("BIGSSL_S3_MAX_ATTEMPTS") or S3_MAX_ATTEMPTS)
+    return _s3_filesystem(endpoint, region, max(1, attempts))
+
+
 def resolve(uri: str | Path) -> tuple[pafs.FileSystem, str]:
     """(filesystem, path inside it) for a local path or a URI."""
     uri = str(uri)
+    if uri.startswith("s3://"):
+        # Split by hand: a key may hold '?' or '#', which URL parsing would cut off.
+        bucket, _, key = uri[len("s3://") :].partition("/")
+        if not bucket:
+            raise ValueError(f"{uri}: an s3:// URI needs a bucket (s3://bucket/prefix)")
+        return s3_filesystem(bucket), posixpath.join(bucket, key).rstrip("/")
     if is_remote(uri):
         return pafs.FileSystem.from_uri(uri)
     if uri.startswith("file://"):
