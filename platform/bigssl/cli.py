@@ -96,6 +96,65 @@ def _cmd_pretrain(args: argparse.Namespace) -> dict:
     )
 
 
+def _cmd_tokenizer(args: argparse.Namespace) -> dict:
+    from bigssl.stages import tokenizer
+
+    return tokenizer.tokenizer_main(args.manifest, args.out, args.config, _overrides(args))
+
+
+def _cmd_finetune(args: argparse.Namespace) -> dict:
+    from bigssl.stages import finetune
+
+    flags = dict(
+        features=args.features, manifest=args.manifest, tokenizer=args.tokenizer, init=args.init
+    )
+    return finetune.finetune_main(
+        args.config, _overrides(args, **flags), args.out, args.ray_address
+    )
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> dict:
+    from bigssl.stages import evaluate
+
+    return evaluate.evaluate_main(
+        args.checkpoint, args.manifest, args.out, args.config, _overrides(args), args.ray_address
+    )
+
+
+def _cmd_label(args: argparse.Namespace) -> dict:
+    from bigssl.stages import label
+
+    return label.label_main(
+        args.teacher,
+        args.out,
+        args.config,
+        _overrides(args),
+        shards=args.shards,
+        manifest=args.manifest,
+        ray_address=args.ray_address,
+    )
+
+
+def _cmd_student(args: argparse.Namespace) -> dict:
+    from bigssl.stages import student
+
+    flags = dict(
+        teacher=args.teacher,
+        features=args.features,
+        manifest=args.manifest,
+        unlabeled=args.unlabeled,
+        init=args.init,
+        generations=args.generations,
+    )
+    return student.student_main(args.config, _overrides(args, **flags), args.out, args.ray_address)
+
+
+def _cmd_report(args: argparse.Namespace) -> dict:
+    from bigssl.stages import report
+
+    return report.report_main(args.results, args.out)
+
+
 def _cmd_demo(args: argparse.Namespace) -> dict:
     from bigssl.stages import demo
 
@@ -158,6 +217,47 @@ def build_parser() -> argparse.ArgumentParser:
     _ray(p)
     _common(p, strict=False)
 
+    p = sub.add_parser("tokenizer", help="train the sentencepiece tokenizer on a split's text")
+    p.add_argument("--manifest", required=True, help="a (labeled) manifest, e.g. a label budget")
+    _common(p, strict=False)
+
+    p = sub.add_parser("finetune", help="CTC fine-tuning on a label budget on Ray Train")
+    p.add_argument("--features", help="featurize output folder (or features=DIR)")
+    p.add_argument("--manifest", help="label-budget manifest from `bigssl split`")
+    p.add_argument("--tokenizer", help="tokenizer.model from `bigssl tokenizer`")
+    p.add_argument("--init", help="pre-training checkpoint or run folder (default: scratch)")
+    _ray(p)
+    _common(p, strict=False)
+
+    p = sub.add_parser(
+        "evaluate", help="WER/CER of a checkpoint on a manifest (Ray Data batch inference)"
+    )
+    p.add_argument("--checkpoint", required=True, help="fine-tuning checkpoint or run folder")
+    p.add_argument("--manifest", required=True, help="manifest to transcribe and score")
+    _ray(p)
+    _common(p, strict=False)
+
+    p = sub.add_parser("label", help="pseudo-label unlabeled shards with a teacher (actor pool)")
+    p.add_argument("--teacher", required=True, help="fine-tuning checkpoint or run folder")
+    p.add_argument("--shards", help="folder of unlabeled .tar shards (or a prepare output)")
+    p.add_argument("--manifest", help="or: label only this manifest's rows")
+    _ray(p)
+    _common(p, strict=False)
+
+    p = sub.add_parser("student", help="noisy-student training: label -> student, N generations")
+    p.add_argument("--teacher", help="generation-1 teacher checkpoint or run folder")
+    p.add_argument("--features", help="featurize output folder")
+    p.add_argument("--manifest", help="labeled budget manifest")
+    p.add_argument("--unlabeled", help="unlabeled pool manifest")
+    p.add_argument("--init", help="student encoder init (pre-training checkpoint)")
+    p.add_argument("--generations", type=int, help="teacher -> student rounds")
+    _ray(p)
+    _common(p, strict=False)
+
+    p = sub.add_parser("report", help="markdown table + WER-vs-labeled-hours plot of results")
+    p.add_argument("results", nargs="+", help="results.parquet files (or folders holding one)")
+    p.add_argument("--out", required=True, help="output folder: local path or s3://bucket/prefix")
+
     p = sub.add_parser(
         "demo", help="the pipeline end to end on the embedded TTS corpus, on local Ray"
     )
@@ -172,6 +272,12 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], dict]] = {
     "split": _cmd_split,
     "featurize": _cmd_featurize,
     "pretrain": _cmd_pretrain,
+    "tokenizer": _cmd_tokenizer,
+    "finetune": _cmd_finetune,
+    "evaluate": _cmd_evaluate,
+    "label": _cmd_label,
+    "student": _cmd_student,
+    "report": _cmd_report,
     "demo": _cmd_demo,
 }
 

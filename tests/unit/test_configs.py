@@ -9,7 +9,10 @@ from bigssl.config import ConfigError
 from bigssl.models import build_ssl_model_from_config, count_parameters
 from bigssl.stages.pretrain import PretrainConfig
 
-CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
+ALL = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
+# Pre-training configs are named by preset; other stages' configs by "STAGE-NAME.yaml".
+CONFIGS = [c for c in ALL if "-" not in c.stem]
+FINETUNE = [c for c in ALL if c.stem.startswith("finetune-")]
 PAPER_PARAMS = {"xl": 0.6e9, "xxl": 1.0e9, "g": 8.0e9}
 
 
@@ -29,6 +32,22 @@ def test_shipped_config_loads_and_builds(path):
         assert cfg.scaling.use_gpu and cfg.scaling.strategy == "fsdp"
     else:
         assert params < 5e6
+
+
+@pytest.mark.parametrize("path", FINETUNE, ids=lambda p: p.stem)
+def test_shipped_finetune_config_loads_and_builds(path):
+    from bigssl.models import build_ctc_model
+    from bigssl.stages.finetune import FinetuneConfig
+
+    cfg = FinetuneConfig.load(path)
+    assert cfg.encoder.d_model > 0 and cfg.head_lr > 0
+    with torch.device("meta"):
+        model = build_ctc_model(cfg.encoder, 257, cfg.specaugment)
+    assert count_parameters(model.head) == cfg.encoder.d_model * 257 + 257
+
+
+def test_every_shipped_config_is_tested():
+    assert set(ALL) == set(CONFIGS) | set(FINETUNE)
 
 
 def test_preset_then_explicit_encoder_keys_win():

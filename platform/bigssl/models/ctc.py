@@ -7,6 +7,13 @@ Design decisions:
 - The head is one ``nn.Linear(d_model, vocab_size)``; the model wraps any encoder
   with ``forward(features, lengths) -> (encoded, out_lengths)``, so a
   pre-trained ``ssl_model.encoder`` drops straight in.
+- Features are normalised per utterance before the encoder, as the wav2vec2
+  pre-training does (``normalize_input``), so a pre-trained encoder sees the
+  inputs it learnt on, at fine-tuning and at inference alike.
+- ``forward(features, lengths, targets, target_lengths)`` returns the loss dict
+  the shared :class:`~bigssl.training.step.Stepper` expects; SpecAugment (no
+  parameters) is applied only in training mode, so the state dict of a trained
+  model is exactly ``encoder.*`` + ``head.*`` and loads into inference unchanged.
 - The loss takes batch-major log-probs and transposes for ``F.ctc_loss``; it
   computes in float32 (CTC's forward-backward underflows in bf16) and, by default,
   zeroes infinite losses of utterances too short for their transcript rather
@@ -19,7 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bigssl.models.conformer import ConformerConfig, ConformerEncoder
+from bigssl.audio.specaugment import SpecAugment, SpecAugmentConfig
+from bigssl.models.conformer import ConformerConfig, ConformerEncoder, normalize_per_utterance
 
 BLANK_ID = 0
 
@@ -32,24 +40,58 @@ class CTCHead(nn.Linear):
 
 
 class CTCModel(nn.Module):
-    """Encoder + CTC head: features (B, T, F) -> log-probs (B, T', V), out_lengths (B,)."""
+    """Encoder + CTC head: features (B, T, F) -> log-probs (B, T', V), out_lengths (B,).
 
-    def __init__(self, encoder: nn.Module, head: nn.Module):
+    With ``targets`` the forward returns the training dict (``loss``, ``frames``).
+    """
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        head: nn.Module,
+        specaugment: SpecAugmentConfig | None = None,
+        normalize_input: bool = True,
+    ):
         super().__init__()
         self.encoder = encoder
         self.head = head
+        self.specaugment = SpecAugment(specaugment or SpecAugmentConfig(0, 0, 0, 0.0))
+        self.normalize_input = normalize_input
 
-    def forward(
+    def log_probs(
         self, features: torch.Tensor, lengths: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """features (B, T, F), lengths (B,) -> log_probs (B, T', V) float32, out_lengths (B,)."""
+        if self.normalize_input:
+            features = normalize_per_utterance(features, lengths)
+        features = self.specaugment(features, lengths)
         encoded, out_lengths = self.encoder(features, lengths)
         return torch.log_softmax(self.head(encoded).float(), dim=-1), out_lengths
 
+    def forward(
+        self,
+        features: torch.Tensor,
+        lengths: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        target_lengths: torch.Tensor | None = None,
+    ):
+        log_probs, out_lengths = self.log_probs(features, lengths)
+        if targets is None:
+            return log_probs, out_lengths
+        loss = ctc_loss(log_probs, out_lengths, targets, target_lengths)
+        too_short = (out_lengths < target_lengths).float().mean()
+        return {"loss": loss, "too_short": too_short}
 
-def build_ctc_model(encoder_cfg: ConformerConfig, vocab_size: int) -> CTCModel:
-    """A fresh :class:`CTCModel`; for fine-tuning pass a pre-trained encoder instead."""
-    return CTCModel(ConformerEncoder(encoder_cfg), CTCHead(encoder_cfg.d_model, vocab_size))
+
+def build_ctc_model(
+    encoder_cfg: ConformerConfig,
+    vocab_size: int,
+    specaugment: SpecAugmentConfig | None = None,
+) -> CTCModel:
+    """A fresh :class:`CTCModel`; load pre-trained encoder weights into ``.encoder`` after."""
+    return CTCModel(
+        ConformerEncoder(encoder_cfg), CTCHead(encoder_cfg.d_model, vocab_size), specaugment
+    )
 
 
 def ctc_loss(

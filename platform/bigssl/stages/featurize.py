@@ -64,6 +64,8 @@ def run_featurize(
 ) -> StageSummary:
     """Featurize every shard not yet done into ``out``; returns the whole output's summary."""
     shard_uris = list_shards(shards)
+    # Training records these in its checkpoints, so inference computes the same features.
+    storage.write_json(storage.join(out, "featurize_config.json"), cfg.to_dict())
     todo = [s for s in shard_uris if not storage.exists(done_marker(out, s))]
     if todo:
         init_ray(ray_address)

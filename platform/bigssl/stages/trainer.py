@@ -22,9 +22,11 @@ import signal
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import ray
 import ray.train
 import torch
@@ -72,6 +74,9 @@ class LoopConfig(Config):
         check(self.checkpoint_every >= 1, "checkpoint_every", "must be >= 1")
 
 
+DATA_TASK_CPUS = 0.25
+
+
 def feature_files(features: str) -> list[str]:
     files = storage.list_files(storage.join(features, "features"), ".parquet")
     if not files:
@@ -96,12 +101,93 @@ def _stem(uri: str) -> str:
     return uri.rsplit("/", 1)[-1].removesuffix(".parquet")
 
 
-def make_datasets(features: str, run_dir: str) -> dict[str, Callable[[], ray.data.Dataset]]:
+@dataclass
+class Selection:
+    """A subset of the feature rows: a label-budget manifest's ids and the shards holding them.
+
+    For noisy-student training, ``pseudo`` maps unlabeled ids to their teacher
+    labels (the text column is overlaid) and each labeled / pseudo-labeled row is
+    read ``repeat_labeled`` / ``repeat_pseudo`` times per epoch (copies get ids
+    ``ID#k``), which sets the labeled : pseudo mix in every batch in expectation.
+    """
+
+    ids: list[str]
+    shards: set[str]  # shard stems
+    pseudo: dict[str, str] = field(default_factory=dict)
+    repeat_labeled: int = 1
+    repeat_pseudo: int = 1
+
+
+def _keep_selected(
+    batch: pa.Table,
+    ids: pa.Array,
+    pseudo_ids: pa.Array,
+    pseudo_text: pa.Array,
+    repeat_labeled: int,
+    repeat_pseudo: int,
+) -> pa.Table:
+    batch = batch.filter(pc.is_in(batch.column("id"), value_set=ids))
+    if len(pseudo_ids) == 0 and repeat_labeled == 1:
+        return batch
+    where = pc.index_in(batch.column("id"), value_set=pseudo_ids)
+    is_pseudo = pc.is_valid(where)
+    text = pc.if_else(is_pseudo, pc.take(pseudo_text, where), batch.column("text"))
+    batch = batch.set_column(batch.schema.get_field_index("text"), "text", text)
+    copies = []
+    for flag, repeat in ((False, repeat_labeled), (True, repeat_pseudo)):
+        part = batch.filter(pc.equal(is_pseudo, flag))
+        for k in range(repeat):
+            if k:
+                suffixed = pc.binary_join_element_wise(part.column("id"), pa.scalar(str(k)), "#")
+                part_k = part.set_column(part.schema.get_field_index("id"), "id", suffixed)
+            else:
+                part_k = part
+            copies.append(part_k)
+    return pa.concat_tables(copies)
+
+
+def make_datasets(
+    features: str, run_dir: str, selection: Selection | None = None
+) -> dict[str, Callable[[], ray.data.Dataset]]:
     files = feature_files(features)
     columns = ["id", "shard", "feats", "num_frames", "num_mel_bins", "text"]
+    if selection is not None:
+        files = [f for f in files if _stem(f) in selection.shards]
+        if not files:
+            raise FileNotFoundError(
+                f"none of the manifest's {len(selection.shards)} shards has features in {features}"
+            )
+        # Shipped once per read task; a label budget of 10 M utterances is ~200 MB of ids,
+        # beyond which a join against the manifest would be the better plan.
+        pseudo_ids = sorted(selection.pseudo)
+        select_kwargs = {
+            "ids": pa.array(sorted(selection.ids), pa.string()),
+            "pseudo_ids": pa.array(pseudo_ids, pa.string()),
+            "pseudo_text": pa.array([selection.pseudo[i] for i in pseudo_ids], pa.string()),
+            "repeat_labeled": selection.repeat_labeled,
+            "repeat_pseudo": selection.repeat_pseudo,
+        }
+
+    def read(paths: list[str]) -> ray.data.Dataset:
+        # Data tasks ask for a quarter CPU so reads and filters share what the trainers leave.
+        ds = ray.data.read_parquet(
+            paths,
+            columns=columns,
+            override_num_blocks=len(paths),
+            num_cpus=DATA_TASK_CPUS,
+        )
+        if selection is not None:
+            ds = ds.map_batches(
+                _keep_selected,
+                fn_kwargs=select_kwargs,
+                batch_format="pyarrow",
+                batch_size=None,
+                num_cpus=DATA_TASK_CPUS,
+            )
+        return ds
 
     def train() -> ray.data.Dataset:
-        return ray.data.read_parquet(files, columns=columns, override_num_blocks=len(files))
+        return read(files)
 
     def resume() -> ray.data.Dataset:
         latest = ckpt.latest_checkpoint(run_dir)
@@ -115,7 +201,7 @@ def make_datasets(features: str, run_dir: str) -> dict[str, Callable[[], ray.dat
         # Never iterated when nothing remains (the worker then starts the next epoch on
         # `train`); a dataset must still be returned.
         remaining = [f for f in files if _stem(f) not in consumed] or files[:1]
-        return ray.data.read_parquet(remaining, columns=columns, override_num_blocks=len(remaining))
+        return read(remaining)
 
     return {"train": train, "resume": resume}
 
@@ -172,6 +258,8 @@ class _Run:
     bucket: BucketConfig
     totals: dict[str, int]
     meta: dict[str, Any]
+    prepare_batch: Callable[[dict], dict] | None = None  # e.g. tokenize transcripts -> targets
+    files: dict[str, bytes] | None = None  # written into every checkpoint (e.g. the tokenizer)
 
 
 def save(
@@ -180,6 +268,10 @@ def save(
     merged = _gather_position(position, run.totals)
     name = f"checkpoint_{step:09d}"
     with tempfile.TemporaryDirectory() as tmp:
+        if ray.train.get_context().get_world_rank() == 0:
+            for file_name, data in (run.files or {}).items():
+                with open(os.path.join(tmp, file_name), "wb") as f:
+                    f.write(data)
         ckpt.save_checkpoint(
             tmp,
             stepper.model,
@@ -221,6 +313,8 @@ def worker_loop(run: _Run, stepper: Stepper) -> None:
         for batch in _synchronized(
             _epoch_batches(position, source, run.bucket, reads), stepper.device
         ):
+            if run.prepare_batch is not None:
+                batch = run.prepare_batch(batch)
             metrics = stepper.step([batch])
             position.record(batch["shards"], batch["ids"].tolist())
             step += 1
@@ -302,7 +396,7 @@ def check_data_has_cpu(scaling: ScalingSettings) -> None:
     """Training workers that take every CPU leave none for Ray Data's reads: the run would hang."""
     total = ray.cluster_resources().get("CPU", 0.0)
     left = total - scaling.num_workers * scaling.cpus_per_worker
-    if left < 0.5:
+    if left < 1.0:  # Ray Data's file listing asks for one whole CPU
         raise ConfigError(
             "scaling.cpus_per_worker",
             f"{scaling.num_workers} workers x {scaling.cpus_per_worker} CPU leave {left:g} of the cluster's "
@@ -317,6 +411,7 @@ def fit(
     features: str,
     out: str,
     run_name: str,
+    selection: Selection | None = None,
 ) -> ray.train.Result:
     """Run ``train_fn`` on a Ray Train worker group; re-running the same name resumes."""
     check_data_has_cpu(scaling)
@@ -335,6 +430,6 @@ def fit(
             storage_path=out,
             failure_config=FailureConfig(max_failures=scaling.max_failures),
         ),
-        datasets=make_datasets(features, run_dir),
+        datasets=make_datasets(features, run_dir, selection),
     )
     return trainer.fit()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -109,7 +110,9 @@ def read_meta(directory: str | Path) -> dict[str, Any]:
 def load_model_weights(directory: str | Path, model: torch.nn.Module) -> None:
     """Load only the model weights of a checkpoint into a plain single-process module."""
     state = {"model": model.state_dict()}
-    dcp.load(state, checkpoint_id=str(directory), no_dist=True)
+    with warnings.catch_warnings():  # "assuming the intent is to load in a single process": yes
+        warnings.simplefilter("ignore", UserWarning)
+        dcp.load(state, checkpoint_id=str(directory), no_dist=True)
     model.load_state_dict(state["model"])
 
 

@@ -1,8 +1,14 @@
 """One optimizer step over micro-batches: the math every trainer shares (plain loop or Ray Train).
 
 Batches are dicts from ``bigssl.data.bucketing.collate_features``:
-``feats`` (B, T, F) float32, ``lengths`` (B,) int64. The model returns a dict
-with ``loss`` plus scalar metrics. On CUDA the forward runs under bf16 autocast.
+``feats`` (B, T, F) float32, ``lengths`` (B,) int64, plus any ``extra_keys``
+(CTC fine-tuning passes ``targets`` and ``target_lengths``) given to the model as
+keyword arguments. The model returns a dict with ``loss`` plus scalar metrics.
+On CUDA the forward runs under bf16 autocast.
+
+``frozen`` parameters (the encoder during fine-tuning's first steps) get their
+gradients dropped before the update while ``scheduler.last_epoch < frozen_until``;
+Adam skips parameters without a gradient, so their moments stay untouched.
 """
 
 from __future__ import annotations
@@ -45,10 +51,15 @@ class Stepper:
         scheduler: torch.optim.lr_scheduler.LRScheduler,
         cfg: OptimConfig,
         device: torch.device,
+        extra_keys: tuple[str, ...] = (),
+        frozen: list[nn.Parameter] | None = None,
+        frozen_until: int = 0,
     ):
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
         self.cfg, self.device = cfg, device
         self.autocast = device.type == "cuda"
+        self.extra_keys = extra_keys
+        self.frozen, self.frozen_until = frozen or [], frozen_until
 
     def step(self, micro_batches: list[dict[str, Any]]) -> dict[str, float]:
         self.model.train()
@@ -59,12 +70,19 @@ class Stepper:
                 with (
                     torch.autocast("cuda", dtype=torch.bfloat16) if self.autocast else nullcontext()
                 ):
-                    out = self.model(feats, lengths)
+                    extra = {
+                        k: torch.as_tensor(batch[k]).to(self.device, non_blocking=True)
+                        for k in self.extra_keys
+                    }
+                    out = self.model(feats, lengths, **extra)
                 (out["loss"] / len(micro_batches)).backward()
             for name, value in out.items():
                 totals[name] = totals.get(name, 0.0) + float(torch.as_tensor(value).detach()) / len(
                     micro_batches
                 )
+        if self.scheduler.last_epoch < self.frozen_until:
+            for p in self.frozen:
+                p.grad = None
         if self.cfg.clip_norm:
             grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip_norm)
             totals["grad_norm"] = float(

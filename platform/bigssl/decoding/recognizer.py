@@ -1,0 +1,145 @@
+"""A fine-tuned checkpoint as a recogniser: shard samples -> features -> CTC -> text (no Ray).
+
+Used by evaluation and by the pseudo-labeling teacher, in a plain loop or inside a
+Ray Data actor (one :class:`Recognizer` per replica loads the checkpoint once).
+
+Design decisions:
+- Everything comes from the checkpoint folder: encoder sizes, vocabulary and the
+  featurizer settings from ``meta.json``, the tokenizer from ``tokenizer.model``;
+  the weights load without a process group whatever the training sharding was.
+- Batches are duration-bucketed within the work unit (a shard): rows sorted by
+  length and cut under ``max_frames`` padded frames, so padding stays small and
+  memory is bounded whatever the shard holds.
+- On CUDA the forward runs under bf16 autocast; log-probs are float32.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from bigssl import storage
+from bigssl.audio.decode import AudioError
+from bigssl.audio.features import Fbank, FbankConfig
+from bigssl.config import Config, check
+from bigssl.data.bucketing import collate_features
+from bigssl.data.features import FeaturizeConfig, featurize_sample, shard_stem
+from bigssl.data.shards import ShardError, iter_shard
+from bigssl.decoding.ctc import Hypothesis, make_decoder
+from bigssl.models import ConformerConfig, build_ctc_model
+from bigssl.text.tokenizer import Tokenizer
+from bigssl.training import checkpoint as ckpt
+
+
+@dataclass
+class DecodeConfig(Config):
+    decoder: Literal["greedy", "beam"] = "greedy"  # beam needs flashlight-text (else greedy)
+    beam_size: int = 16  # beam search width
+    lm: str = ""  # optional KenLM n-gram (binary or ARPA) for beam search
+    lm_weight: float = 0.5  # LM weight in beam search
+    max_frames: int = 30000  # padded feature frames per inference batch
+    audio_key: str = "flac"  # the shards' audio extension
+
+    def validate(self) -> None:
+        check(self.beam_size >= 1, "beam_size", "must be >= 1")
+        check(self.max_frames >= 100, "max_frames", "must be >= 100")
+
+
+@dataclass
+class Failed:
+    """A sample that could not be recognised, with the quarantine reason."""
+
+    id: str
+    reason: str
+
+
+class Recognizer:
+    def __init__(self, checkpoint: str, cfg: DecodeConfig, device: str | torch.device = "cpu"):
+        self.checkpoint, self.cfg = checkpoint, cfg
+        self.device = torch.device(device)
+        self.meta = ckpt.read_meta(checkpoint)
+        self.tokenizer = Tokenizer.from_bytes(
+            storage.read_bytes(storage.join(checkpoint, "tokenizer.model"))
+        )
+        model = build_ctc_model(
+            ConformerConfig.from_dict(self.meta["encoder"]), self.meta["vocab_size"]
+        )
+        ckpt.load_model_weights(checkpoint, model)
+        self.model = model.to(self.device).eval()
+        self.decoder = make_decoder(
+            cfg.decoder,
+            self.tokenizer,
+            beam_size=cfg.beam_size,
+            lm_path=cfg.lm or None,
+            lm_weight=cfg.lm_weight,
+        )
+        self.featurize_cfg = FeaturizeConfig(
+            fbank=FbankConfig.from_dict(self.meta.get("fbank", {})), audio_key=cfg.audio_key
+        )
+        self.fbank = Fbank(self.featurize_cfg.fbank)
+
+    @torch.inference_mode()
+    def log_probs(self, batch: dict[str, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+        feats = torch.as_tensor(batch["feats"]).to(self.device)
+        lengths = torch.as_tensor(batch["lengths"]).to(self.device)
+        autocast = (
+            torch.autocast("cuda", dtype=torch.bfloat16)
+            if self.device.type == "cuda"
+            else nullcontext()
+        )
+        with autocast:
+            log_probs, out_lengths = self.model(feats, lengths)
+        return log_probs.float().cpu(), out_lengths.cpu()
+
+    def batches(self, rows: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
+        """Rows sorted by length, cut so that each batch pads to at most ``max_frames``."""
+        order = sorted(rows, key=lambda r: int(r["num_frames"]))
+        batch: list[dict[str, Any]] = []
+        for row in order:
+            longest = int(row["num_frames"])  # sorted: the newest row is the longest
+            if batch and longest * (len(batch) + 1) > self.cfg.max_frames:
+                yield batch
+                batch = []
+            batch.append(row)
+        if batch:
+            yield batch
+
+    def transcribe(
+        self, rows: list[dict[str, Any]]
+    ) -> list[tuple[dict[str, Any], Hypothesis, str]]:
+        """Feature rows -> (row, hypothesis, text) per row, in length order."""
+        out = []
+        for batch_rows in self.batches(rows):
+            log_probs, out_lengths = self.log_probs(collate_features(batch_rows))
+            for row, hyp in zip(
+                batch_rows, self.decoder.decode(log_probs, out_lengths), strict=True
+            ):
+                out.append((row, hyp, self.tokenizer.decode(hyp.tokens)))
+        return out
+
+    def shard_rows(
+        self, shard_uri: str, ids: set[str] | None = None
+    ) -> tuple[list[dict[str, Any]], list[Failed], int]:
+        """Decode and featurize a shard's samples (only ``ids`` when given):
+        (feature rows, failures, samples read)."""
+        stem = shard_stem(shard_uri)
+        rows, failed, read = [], [], 0
+        with storage.open_input(shard_uri) as stream:
+            for item in iter_shard(stream, stem):
+                key = item.id if isinstance(item, ShardError) else item.key
+                if ids is not None and key not in ids:
+                    continue
+                read += 1
+                if isinstance(item, ShardError):
+                    failed.append(Failed(item.id, item.reason))
+                    continue
+                try:
+                    rows.append(featurize_sample(item, stem, self.featurize_cfg, self.fbank))
+                except (AudioError, ValueError) as err:
+                    failed.append(Failed(item.key, str(err)))
+        return rows, failed, read

@@ -1,0 +1,330 @@
+"""CTC fine-tuning stage: a (pre-trained) Conformer becomes a recogniser on a label budget.
+
+``bigssl finetune --config configs/finetune-tiny.yaml --out runs/ft [key=value ...]``
+with ``features=`` (a featurize output), ``manifest=`` (a label-budget manifest from
+``bigssl split``), ``tokenizer=`` (``bigssl tokenizer``'s model) and optionally
+``init=`` (a pre-training checkpoint or run folder; empty = from scratch).
+
+Design decisions:
+- The same Ray Train loop, checkpoints and resume as pre-training
+  (:mod:`bigssl.stages.trainer`); the manifest selects rows of the shared feature
+  pass, so every budget and every trial reuses one featurize output.
+- Encoder and head are separate parameter groups with their own peak LR and
+  warm-up (BigSSL: encoder 3e-4 / 5 k, head 1e-3 / 1.5 k); the encoder can be
+  frozen for the first ``freeze_encoder_steps``.
+- Transcripts are normalised and tokenised on the workers; every checkpoint carries
+  ``tokenizer.model`` and the feature config in ``meta.json``, so a checkpoint alone
+  is enough to evaluate or pseudo-label.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.compute as pc
+import ray.train
+import torch
+import torch.distributed.checkpoint as dcp
+
+from bigssl import storage
+from bigssl.audio.features import FbankConfig
+from bigssl.audio.specaugment import SpecAugmentConfig
+from bigssl.config import Config, ConfigError, check, load_dict
+from bigssl.data.bucketing import BucketConfig
+from bigssl.data.features import shard_stem
+from bigssl.models import ConformerConfig, build_ctc_model, build_preset, count_parameters
+from bigssl.models.parallelize import parallelize
+from bigssl.stages.runtime import init_ray
+from bigssl.stages.trainer import LoopConfig, ScalingSettings, Selection, _Run, fit, worker_loop
+from bigssl.summary import StageSummary
+from bigssl.text.tokenizer import Tokenizer
+from bigssl.training import checkpoint as ckpt
+from bigssl.training.optim import OptimConfig, build_optimizer, build_scheduler
+from bigssl.training.step import Stepper
+
+
+def _finetune_optim() -> OptimConfig:
+    return OptimConfig(peak_lr=3e-4, warmup_steps=5000, clip_norm=20.0)
+
+
+@dataclass
+class FinetuneConfig(Config):
+    features: str = ""  # a `bigssl featurize` output folder (local or s3://)
+    manifest: str = ""  # label-budget manifest (`bigssl split`): the labeled rows to train on
+    tokenizer: str = ""  # `bigssl tokenizer` model file
+    init: str = ""  # pre-training checkpoint or run folder; empty = train from scratch
+    pseudo_labels: str = ""  # a `bigssl label` partition (teacher=T/generation=G): noisy student
+    pseudo_ratio: float = (
+        9.0  # pseudo-labeled : labeled rows per batch, in expectation (BigSSL 9:1)
+    )
+    run_name: str = "finetune"  # run folder under --out; the same name resumes
+    preset: str = ""  # encoder preset when training from scratch; encoder.* overrides it
+    encoder: ConformerConfig = field(default_factory=ConformerConfig)  # from scratch only
+    optim: OptimConfig = field(default_factory=_finetune_optim)  # encoder group (BigSSL)
+    head_lr: float = 1e-3  # peak LR of the CTC head
+    head_warmup_steps: int = 1500  # warm-up of the CTC head
+    freeze_encoder_steps: int = 0  # encoder gradients dropped for the first N steps
+    specaugment: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
+    bucket: BucketConfig = field(default_factory=BucketConfig)
+    train: LoopConfig = field(default_factory=LoopConfig)
+    scaling: ScalingSettings = field(default_factory=ScalingSettings)
+
+    def validate(self) -> None:
+        check(
+            bool(self.run_name) and "/" not in self.run_name, "run_name", "a non-empty folder name"
+        )
+        check(self.head_lr > 0, "head_lr", "must be > 0")
+        check(self.head_warmup_steps >= 0, "head_warmup_steps", "must be >= 0")
+        check(self.freeze_encoder_steps >= 0, "freeze_encoder_steps", "must be >= 0")
+        check(self.pseudo_ratio > 0, "pseudo_ratio", "must be > 0")
+
+    @classmethod
+    def load(
+        cls, path: str | Path | None = None, overrides: list[str] | None = None
+    ) -> FinetuneConfig:
+        data = load_dict(path, overrides)
+        if data.get("preset"):  # preset sizes first, explicit encoder keys on top
+            encoder = dataclasses.asdict(build_preset(str(data["preset"])))
+            encoder.update(data.get("encoder", {}))
+            data["encoder"] = encoder
+        return cls.from_dict(data)
+
+
+def resolve_checkpoint(uri: str) -> str:
+    """A checkpoint folder, or a run folder's newest committed checkpoint."""
+    if storage.exists(storage.join(uri, "meta.json")):
+        return uri
+    latest = ckpt.latest_checkpoint(uri)
+    if latest is None:
+        raise FileNotFoundError(f"no checkpoint (meta.json) at {uri}, nor a committed one under it")
+    return str(latest)
+
+
+def init_encoder_config(init: str) -> ConformerConfig:
+    meta = ckpt.read_meta(resolve_checkpoint(init))
+    model = meta["config"].get("model", {})
+    encoder = model.get("encoder", meta["config"].get("encoder"))
+    if encoder is None:
+        raise ConfigError("init", f"{init} holds no encoder config in its meta.json")
+    return ConformerConfig.from_dict(encoder)
+
+
+def load_encoder_weights(encoder: torch.nn.Module, checkpoint: str) -> None:
+    """Copy the ``encoder.*`` tensors of any checkpoint (pre-training or fine-tuning) into
+    ``encoder``, reading only those keys (DCP loads what the state dict asks for)."""
+    state = {"model": {f"encoder.{k}": v for k, v in encoder.state_dict().items()}}
+    with warnings.catch_warnings():  # "assuming the intent is to load in a single process": yes
+        warnings.simplefilter("ignore", UserWarning)
+        dcp.load(state, checkpoint_id=checkpoint, no_dist=True)
+    encoder.load_state_dict({k[len("encoder.") :]: v for k, v in state["model"].items()})
+
+
+def _targets(tokenizer: Tokenizer):
+    def prepare(batch: dict) -> dict:
+        if "text" not in batch:
+            raise ValueError("a fine-tuning batch holds unlabeled rows (the manifest is labeled?)")
+        encoded = [tokenizer.encode(t) for t in batch["text"]]
+        lengths = np.array([len(e) for e in encoded], dtype=np.int64)
+        targets = np.zeros((len(encoded), max(1, int(lengths.max()))), dtype=np.int64)
+        for i, ids in enumerate(encoded):
+            targets[i, : len(ids)] = ids
+        return {**batch, "targets": targets, "target_lengths": lengths}
+
+    return prepare
+
+
+def _train_worker(config: dict[str, Any]) -> None:
+    """Runs on every Ray Train worker."""
+    cfg = FinetuneConfig.from_dict(config["cfg"])
+    encoder_cfg = ConformerConfig.from_dict(config["encoder"])
+    tokenizer = Tokenizer.from_bytes(config["tokenizer_bytes"])
+    rank = ray.train.get_context().get_world_rank()
+    torch.manual_seed(cfg.train.seed + rank)
+    device = ray.train.torch.get_device()
+    torch.set_num_threads(max(1, int(cfg.scaling.cpus_per_worker)))
+    model = build_ctc_model(encoder_cfg, tokenizer.vocab_size, cfg.specaugment)
+    if config["init_checkpoint"]:
+        load_encoder_weights(model.encoder, config["init_checkpoint"])
+    model = parallelize(model, cfg.scaling.strategy, device)
+    encoder_params = [p for p in model.encoder.parameters() if p.requires_grad]
+    optimizer = build_optimizer(
+        [
+            {"params": encoder_params, "lr": cfg.optim.peak_lr},
+            {"params": list(model.head.parameters()), "lr": cfg.head_lr},
+        ],
+        cfg.optim,
+    )
+    scheduler = build_scheduler(optimizer, [cfg.optim.warmup_steps, cfg.head_warmup_steps])
+    run = _Run(
+        config["run_dir"],
+        cfg.train,
+        cfg.bucket,
+        config["totals"],
+        config["meta"],
+        prepare_batch=_targets(tokenizer),
+        files={"tokenizer.model": tokenizer.model_bytes},
+    )
+    stepper = Stepper(
+        model,
+        optimizer,
+        scheduler,
+        cfg.optim,
+        device,
+        extra_keys=("targets", "target_lengths"),
+        frozen=encoder_params,
+        frozen_until=cfg.freeze_encoder_steps,
+    )
+    worker_loop(run, stepper)
+
+
+def mix_repeats(labeled: int, pseudo: int, ratio: float, cap: int = 1000) -> tuple[int, int]:
+    """(repeat_labeled, repeat_pseudo) bringing pseudo : labeled rows near ``ratio``: the
+    scarcer side is repeated, never the other dropped."""
+    if not pseudo or not labeled:
+        return 1, 1
+    if pseudo >= ratio * labeled:
+        return min(cap, max(1, round(pseudo / (ratio * labeled)))), 1
+    return 1, min(cap, max(1, round(ratio * labeled / pseudo)))
+
+
+def select_rows(
+    features: str, manifest: str, pseudo_labels: str = "", pseudo_ratio: float = 9.0
+) -> tuple[Selection, dict[str, int], float]:
+    """The manifest's labeled rows (plus kept pseudo-labels) that have features:
+    selection, rows per shard per epoch, labeled hours."""
+    table = storage.read_parquet(manifest)
+    table = table.filter(pc.is_valid(table.column("text")))
+    if table.num_rows == 0:
+        raise ConfigError("manifest", f"{manifest} has no labeled rows")
+    quarantined: set[str] = set()
+    for q in storage.list_files(storage.join(features, "quarantine"), ".parquet"):
+        quarantined.update(storage.read_parquet(q).column("id").to_pylist())
+    labeled: dict[str, str] = {}
+    seconds = 0.0
+    for uid, shard, duration in zip(
+        table.column("id").to_pylist(),
+        table.column("shard").to_pylist(),
+        table.column("duration_s").to_pylist(),
+        strict=True,
+    ):
+        if uid not in quarantined:
+            labeled[uid] = shard_stem(shard)
+            seconds += duration
+    pseudo: dict[str, str] = {}
+    pseudo_shard: dict[str, str] = {}
+    if pseudo_labels:
+        from bigssl.stages.label import read_ledger
+
+        ledger = read_ledger(pseudo_labels, kept_only=True)
+        for uid, shard, text in zip(
+            ledger.column("id").to_pylist(),
+            ledger.column("shard").to_pylist(),
+            ledger.column("text").to_pylist(),
+            strict=True,
+        ):
+            if uid not in labeled and uid not in quarantined:  # a true label wins
+                pseudo[uid], pseudo_shard[uid] = text, shard
+        if not pseudo:
+            raise ConfigError("pseudo_labels", f"{pseudo_labels} keeps no usable pseudo-label")
+    repeat_labeled, repeat_pseudo = mix_repeats(len(labeled), len(pseudo), pseudo_ratio)
+    totals: dict[str, int] = {}
+    for stem in labeled.values():
+        totals[stem] = totals.get(stem, 0) + repeat_labeled
+    for stem in pseudo_shard.values():
+        totals[stem] = totals.get(stem, 0) + repeat_pseudo
+    selection = Selection(
+        ids=[*labeled, *pseudo],
+        shards=set(totals),
+        pseudo=pseudo,
+        repeat_labeled=repeat_labeled,
+        repeat_pseudo=repeat_pseudo,
+    )
+    return selection, totals, seconds / 3600
+
+
+def fbank_config(features: str) -> dict[str, Any]:
+    """The feature settings a featurize output was made with (defaults for older outputs)."""
+    path = storage.join(features, "featurize_config.json")
+    if storage.exists(path):
+        return storage.read_json(path)["fbank"]
+    return FbankConfig().to_dict()
+
+
+def run_finetune(cfg: FinetuneConfig, out: str, ray_address: str | None = None) -> StageSummary:
+    for name in ("features", "manifest", "tokenizer"):
+        if not getattr(cfg, name):
+            raise ConfigError(name, "required (a path or s3:// URI)")
+    tokenizer = Tokenizer.load(cfg.tokenizer)
+    init_checkpoint = resolve_checkpoint(cfg.init) if cfg.init else ""
+    encoder_cfg = init_encoder_config(init_checkpoint) if init_checkpoint else cfg.encoder
+    selection, totals, hours = select_rows(
+        cfg.features, cfg.manifest, cfg.pseudo_labels, cfg.pseudo_ratio
+    )
+    meta = {
+        "stage": "finetune",
+        "config": cfg.to_dict(),
+        "encoder": encoder_cfg.to_dict(),
+        "vocab_size": tokenizer.vocab_size,
+        "fbank": fbank_config(cfg.features),
+        "init": init_checkpoint,
+        "labeled_hours": hours,
+    }
+    init_ray(ray_address)
+    start = time.perf_counter()
+    result = fit(
+        _train_worker,
+        {
+            "cfg": cfg.to_dict(),
+            "encoder": encoder_cfg.to_dict(),
+            "tokenizer_bytes": tokenizer.model_bytes,
+            "init_checkpoint": init_checkpoint,
+            "totals": totals,
+            "meta": meta,
+        },
+        cfg.scaling,
+        cfg.features,
+        out,
+        cfg.run_name,
+        selection,
+    )
+    wall = time.perf_counter() - start
+    if result.error:
+        raise RuntimeError(f"fine-tuning failed: {result.error}") from result.error
+    metrics = result.metrics or {}
+    with torch.device("meta"):
+        params = count_parameters(build_ctc_model(encoder_cfg, tokenizer.vocab_size))
+    rows = len(selection.ids)
+    return StageSummary(
+        "finetune" if not cfg.pseudo_labels else "student",
+        read=rows,
+        used=rows,
+        quarantined=0,
+        hours=hours,
+        extra={
+            "steps": int(metrics.get("step", 0)),
+            "loss": metrics.get("loss"),
+            "init": init_checkpoint or "scratch",
+            "labeled_rows": rows - len(selection.pseudo),
+            "pseudo_rows": len(selection.pseudo),
+            "repeats": [selection.repeat_labeled, selection.repeat_pseudo],
+            "params": params,
+            "vocab_size": tokenizer.vocab_size,
+            "wall_s": round(wall, 1),
+            "checkpoint": result.checkpoint.path if result.checkpoint else None,
+            "run_dir": storage.join(out, cfg.run_name),
+        },
+    )
+
+
+def finetune_main(
+    config: str | None, overrides: list[str], out: str, ray_address: str | None = None
+) -> dict:
+    cfg = FinetuneConfig.load(config, overrides)
+    summary = run_finetune(cfg, out, ray_address)
+    return summary.finish(storage.join(out, cfg.run_name))
