@@ -208,7 +208,25 @@ def test_runtime_env_is_valid_for_ray():
         "python jobs/split.py --manifest s3://b/c/manifest.parquet --out s3://b/s hours=100,1000",
         "python jobs/featurize.py --shards s3://b/c --out s3://b/f fbank.num_mel_bins=80",
         "python jobs/pretrain.py --config configs/xl.yaml --features s3://b/f --out s3://b/p",
+        "python jobs/tokenizer.py --manifest s3://b/s/labeled_100h.parquet --out s3://b/t",
+        "python jobs/finetune.py --config configs/finetune-tiny.yaml --features s3://b/f "
+        "--manifest s3://b/s/labeled_100h.parquet --tokenizer s3://b/t/tokenizer.model "
+        "--init s3://b/p/pretrain-xl --out s3://b/ft",
+        "python jobs/evaluate.py --checkpoint s3://b/ft/run --manifest s3://b/s/test.parquet "
+        "--out s3://b/e",
+        "python jobs/label.py --teacher s3://b/ft/run --manifest s3://b/s/unlabeled.parquet "
+        "--out s3://b/l generation=2",
+        "python jobs/student.py --out s3://b/nst teacher=s3://b/ft/run generations=2",
+        "python jobs/sweep.py --config configs/sweep-demo.yaml --corpus s3://b/c --out s3://b/w",
+        "python jobs/report.py --results s3://b/w/results.parquet --out s3://b/r",
+        "python jobs/pipeline.py --tts-hours 10 --config configs/sweep-demo.yaml --out s3://b/x",
     ],
 )
 def test_documented_job_command_lines_parse(command):
     _check_entrypoint(command)
+
+
+def test_every_stage_has_a_job():
+    stages = {"prepare", "split", "featurize", "pretrain", "tokenizer", "finetune", "evaluate"}
+    stages |= {"label", "student", "sweep", "report", "pipeline"}
+    assert stages <= {p.stem for p in (REPO / "jobs").glob("*.py")}

@@ -1,0 +1,242 @@
+"""Tokenizer -> CTC fine-tuning -> evaluation -> pseudo-labels -> noisy student on local Ray.
+
+One small TTS corpus and one teacher per module: Ray Train runs are the slow part.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jiwer
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from bigssl import schemas
+from bigssl.data.features import FeaturizeConfig
+from bigssl.stages.evaluate import EvaluateConfig, run_evaluate
+from bigssl.stages.featurize import run_featurize
+from bigssl.stages.finetune import FinetuneConfig, run_finetune
+from bigssl.stages.label import LabelConfig, run_label
+from bigssl.stages.prepare import prepare_tts
+from bigssl.stages.split import run_split
+from bigssl.stages.student import StudentConfig, run_student
+from bigssl.stages.tokenizer import tokenizer_main
+from bigssl.text import normalize
+
+pytestmark = pytest.mark.ray
+
+ROOT = Path(__file__).resolve().parents[2]
+FT = [
+    "scaling.num_workers=1",
+    "scaling.cpus_per_worker=1",
+    "scaling.threads_per_worker=2",
+    "scaling.strategy=ddp",
+    "bucket.max_frames=3000",
+    "optim.peak_lr=3e-3",
+    "head_lr=3e-3",
+    "train.log_every=25",
+]
+POOL = ["pool.replicas=2", "pool.cpus_per_replica=0.5"]
+
+
+@pytest.fixture(scope="module")
+def asr(ray_session, tmp_path_factory):
+    root = tmp_path_factory.mktemp("asr")
+    corpus, splits, features = root / "corpus", root / "splits", root / "features"
+    prepare_tts(str(corpus), None, ["tts.hours=0.3", "tts.seed=5", "utterances_per_shard=40"])
+    run_split(
+        str(corpus / "manifest.parquet"),
+        str(splits),
+        None,
+        ["fractions=0.3,1", "test_hours=0.03", "seed=0"],
+    )
+    run_featurize(str(corpus), str(features), FeaturizeConfig())
+    tokenizer_main(
+        str(splits / "labeled_100pct.parquet"),
+        str(root / "tok"),
+        None,
+        ["model_type=char", "vocab_size=40"],
+    )
+    cfg = FinetuneConfig.load(
+        ROOT / "configs" / "finetune-tiny.yaml",
+        [
+            *FT,
+            f"features={features}",
+            f"manifest={splits / 'labeled_30pct.parquet'}",
+            f"tokenizer={root / 'tok' / 'tokenizer.model'}",
+            "train.max_steps=150",
+            "train.checkpoint_every=150",
+            "run_name=teacher",
+        ],
+    )
+    summary = run_finetune(cfg, str(root / "runs"))
+    return {
+        "root": root,
+        "splits": splits,
+        "features": features,
+        "corpus": corpus,
+        "teacher": summary.extra["checkpoint"],
+        "summary": summary,
+    }
+
+
+def test_finetune_checkpoint_is_self_contained(asr):
+    ckpt = Path(asr["teacher"])
+    assert (ckpt / "tokenizer.model").stat().st_size > 0
+    assert asr["summary"].extra["steps"] == 150 and asr["summary"].extra["vocab_size"] < 45
+    metrics = pq.read_table(ckpt.parent / "metrics.parquet").to_pylist()
+    assert metrics[-1]["loss"] < 0.6 * metrics[0]["loss"], (metrics[0], metrics[-1])
+
+
+def test_evaluate_reaches_bound_and_equals_jiwer(asr):
+    out = asr["root"] / "eval"
+    summary = run_evaluate(
+        asr["teacher"],
+        str(asr["splits"] / "test.parquet"),
+        str(out),
+        EvaluateConfig.load(None, POOL),
+    )
+    table = pa.concat_tables(
+        [pq.read_table(f) for f in sorted((out / "utterances").glob("*.parquet"))]
+    )
+    schemas.validate(table, "utterance_scores")
+    test_ids = pq.read_table(asr["splits"] / "test.parquet").column("id").to_pylist()
+    assert sorted(table.column("id").to_pylist()) == sorted(test_ids)
+    refs, hyps = table.column("reference").to_pylist(), table.column("hypothesis").to_pylist()
+    assert summary.extra["wer"] == pytest.approx(jiwer.wer(refs, hyps))
+    assert summary.extra["cer"] == pytest.approx(jiwer.cer(refs, hyps))
+    assert all(r == normalize(r) for r in refs)
+    # Measured: 150 steps on 30 % of 0.3 h of TTS speech, 1 worker: CER 0.41-0.45, WER 0.85-0.9.
+    assert summary.extra["cer"] < 0.6, summary.to_dict()
+    assert summary.extra["wer"] < 1.0, summary.to_dict()
+
+
+def _label_cli(teacher: str, manifest: str, out: Path, *extra: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "platform"), "RAY_ADDRESS": ""}
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bigssl.cli",
+            "label",
+            "--teacher",
+            teacher,
+            "--manifest",
+            manifest,
+            "--out",
+            str(out),
+            "--ray-address",
+            "local",
+            "pool.replicas=1",
+            "pool.cpus_per_replica=0.5",
+            *extra,
+        ],
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def test_label_killed_half_way_resumes_without_duplicates(asr):
+    out = asr["root"] / "labels"
+    unlabeled = str(asr["splits"] / "unlabeled.parquet")
+    proc = _label_cli(asr["teacher"], unlabeled, out)
+    part = out / "teacher=teacher@150" / "generation=1"
+    deadline = time.time() + 240
+    try:
+        while time.time() < deadline and len(list((part / "done").glob("*.json"))) < 2:
+            time.sleep(0.5)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    done_before = len(list((part / "done").glob("*.json")))
+    shards = {r for r in pq.read_table(unlabeled).column("shard").to_pylist()}
+    assert 2 <= done_before < len(shards), "the kill must land half-way"
+
+    summary = run_label(asr["teacher"], str(out), LabelConfig.load(None, POOL), manifest=unlabeled)
+    ledger = pa.concat_tables(
+        [pq.read_table(f) for f in sorted((part / "ledger").glob("*.parquet"))]
+    )
+    schemas.validate(ledger, "pseudo_labels")
+    ids = ledger.column("id").to_pylist()
+    assert len(ids) == len(set(ids)), "one row per (utterance, teacher, generation)"
+    assert set(ids) == set(pq.read_table(unlabeled).column("id").to_pylist())
+    assert summary.read == summary.used + summary.quarantined == len(ids)
+    for row in ledger.to_pylist():
+        assert row["kept"] == (row["reason"] is None)
+        if row["num_tokens"] == 0:
+            assert row["reason"] == "blank-only hypothesis"
+
+    # Another generation writes beside the first, never over it.
+    again = run_label(
+        asr["teacher"],
+        str(out),
+        LabelConfig.load(None, [*POOL, "generation=2", "filter.keep_top_fraction=0.5"]),
+        manifest=unlabeled,
+    )
+    assert (out / "teacher=teacher@150" / "generation=2" / "ledger").is_dir()
+    assert len(list((part / "ledger").glob("*.parquet"))) == len(shards)
+    assert again.extra["kept"] <= 0.5 * again.used + 1
+
+
+def test_one_noisy_student_generation_does_not_raise_wer(asr):
+    cfg = StudentConfig.load(
+        None,
+        [
+            f"teacher={asr['teacher']}",
+            f"features={asr['features']}",
+            f"manifest={asr['splits'] / 'labeled_30pct.parquet'}",
+            f"unlabeled={asr['splits'] / 'unlabeled.parquet'}",
+            f"init={asr['teacher']}",  # the student continues from its teacher's encoder
+            f"eval_manifest={asr['splits'] / 'test.parquet'}",
+            "generations=1",
+            *[f"label.{p}" for p in POOL],
+            *[f"evaluate.{p}" for p in POOL],
+            "label.filter.keep_top_fraction=0.8",
+            "finetune.preset=tiny",
+            *[f"finetune.{o}" for o in FT],
+            "finetune.optim.warmup_steps=100",  # the teacher's recipe (configs/finetune-tiny.yaml)
+            "finetune.head_warmup_steps=50",
+            "finetune.specaugment.time_masks=2",
+            "finetune.train.max_steps=150",
+            "finetune.train.checkpoint_every=150",
+        ],
+    )
+    summary = run_student(cfg, str(asr["root"] / "student"))
+    teacher, student = summary.extra["generations"]
+    assert student["pseudo_labeled"] > 0 and summary.extra["pseudo_rows"] > 0
+    # Measured: teacher and student both on the 30 % budget, the student plus the
+    # pseudo-labels -- see the issue note for the figures.
+    assert student["wer"] <= teacher["wer"] + 0.05, summary.extra["generations"]
+
+
+def test_selection_overlays_pseudo_text_and_repeats_the_scarce_side():
+    from bigssl.stages.finetune import mix_repeats
+    from bigssl.stages.trainer import _keep_selected
+
+    batch = pa.table(
+        {
+            "id": pa.array(["a", "b", "c", "d"], pa.string()),
+            "text": pa.array(["true a", None, None, None], pa.string()),
+        }
+    )
+    out = _keep_selected(
+        batch, pa.array(["a", "b", "c"]), pa.array(["b", "c"]), pa.array(["pb", "pc"]), 3, 1
+    )
+    assert out.to_pylist() == [
+        {"id": "a", "text": "true a"},
+        {"id": "a#1", "text": "true a"},
+        {"id": "a#2", "text": "true a"},
+        {"id": "b", "text": "pb"},
+        {"id": "c", "text": "pc"},
+    ]
+    assert mix_repeats(10, 900, 9.0) == (10, 1)
+    assert mix_repeats(100, 90, 9.0) == (1, 10)
+    assert mix_repeats(10, 0, 9.0) == (1, 1)
