@@ -30,8 +30,11 @@ class ConfigError(ValueError):
     """A config value or key is wrong; ``field`` is the dotted path of the culprit."""
 
     def __init__(self, field: str, message: str):
-        self.field = field
+        self.field, self.message = field, message
         super().__init__(f"config field '{field}': {message}")
+
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:  # crosses Ray process boundaries
+        return (type(self), (self.field, self.message))
 
 
 @dataclasses.dataclass

@@ -94,6 +94,11 @@ def resolve(uri: str | Path) -> tuple[pafs.FileSystem, str]:
     return pafs.LocalFileSystem(), os.path.abspath(uri)
 
 
+def absolute(uri: str | Path) -> str:
+    """``uri`` unchanged if remote, else an absolute local path (Ray workers have other cwds)."""
+    return str(uri) if is_remote(str(uri)) else os.path.abspath(uri)
+
+
 def join(base: str | Path, *parts: str) -> str:
     base = str(base)
     return posixpath.join(base, *parts) if is_remote(base) else os.path.join(base, *parts)

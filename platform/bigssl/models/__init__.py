@@ -13,7 +13,7 @@ from bigssl.models.conformer import (
 )
 from bigssl.models.ctc import CTCHead, CTCModel, build_ctc_model, ctc_loss
 from bigssl.models.masking import compute_span_mask, expected_mask_fraction
-from bigssl.models.presets import PRESETS, build_preset
+from bigssl.models.presets import PRESETS, build_preset, expand_preset
 from bigssl.models.ssl import SSLConfig, build_ssl_model, build_ssl_model_from_config
 from bigssl.models.wav2vec2 import Wav2Vec2Config, Wav2Vec2Model
 
@@ -30,6 +30,7 @@ __all__ = [
     "Wav2Vec2Model",
     "build_ctc_model",
     "build_preset",
+    "expand_preset",
     "build_ssl_model",
     "build_ssl_model_from_config",
     "compute_span_mask",

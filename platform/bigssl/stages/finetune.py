@@ -19,7 +19,6 @@ Design decisions:
 
 from __future__ import annotations
 
-import dataclasses
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -38,7 +37,7 @@ from bigssl.audio.specaugment import SpecAugmentConfig
 from bigssl.config import Config, ConfigError, check, load_dict
 from bigssl.data.bucketing import BucketConfig
 from bigssl.data.features import shard_stem
-from bigssl.models import ConformerConfig, build_ctc_model, build_preset, count_parameters
+from bigssl.models import ConformerConfig, build_ctc_model, count_parameters, expand_preset
 from bigssl.models.parallelize import parallelize
 from bigssl.stages.runtime import init_ray
 from bigssl.stages.trainer import LoopConfig, ScalingSettings, Selection, _Run, fit, worker_loop
@@ -88,12 +87,7 @@ class FinetuneConfig(Config):
     def load(
         cls, path: str | Path | None = None, overrides: list[str] | None = None
     ) -> FinetuneConfig:
-        data = load_dict(path, overrides)
-        if data.get("preset"):  # preset sizes first, explicit encoder keys on top
-            encoder = dataclasses.asdict(build_preset(str(data["preset"])))
-            encoder.update(data.get("encoder", {}))
-            data["encoder"] = encoder
-        return cls.from_dict(data)
+        return cls.from_dict(expand_preset(load_dict(path, overrides)))
 
 
 def resolve_checkpoint(uri: str) -> str:
@@ -147,7 +141,7 @@ def _train_worker(config: dict[str, Any]) -> None:
     rank = ray.train.get_context().get_world_rank()
     torch.manual_seed(cfg.train.seed + rank)
     device = ray.train.torch.get_device()
-    torch.set_num_threads(max(1, int(cfg.scaling.cpus_per_worker)))
+    torch.set_num_threads(cfg.scaling.torch_threads())
     model = build_ctc_model(encoder_cfg, tokenizer.vocab_size, cfg.specaugment)
     if config["init_checkpoint"]:
         load_encoder_weights(model.encoder, config["init_checkpoint"])

@@ -8,7 +8,6 @@ its newest checkpoint.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +19,7 @@ import torch
 from bigssl import storage
 from bigssl.config import Config, check, load_dict
 from bigssl.data.bucketing import BucketConfig
-from bigssl.models import SSLConfig, build_preset, build_ssl_model_from_config, count_parameters
+from bigssl.models import SSLConfig, build_ssl_model_from_config, count_parameters, expand_preset
 from bigssl.models.parallelize import parallelize
 from bigssl.stages.runtime import init_ray
 from bigssl.stages.trainer import (
@@ -57,12 +56,7 @@ class PretrainConfig(Config):
     def load(
         cls, path: str | Path | None = None, overrides: list[str] | None = None
     ) -> PretrainConfig:
-        data = load_dict(path, overrides)
-        if data.get("preset"):  # preset sizes first, explicit encoder keys on top
-            encoder = dataclasses.asdict(build_preset(str(data["preset"])))
-            encoder.update(data.get("model", {}).get("encoder", {}))
-            data.setdefault("model", {})["encoder"] = encoder
-        return cls.from_dict(data)
+        return cls.from_dict(expand_preset(load_dict(path, overrides), ("model", "encoder")))
 
 
 def _train_worker(config: dict[str, Any]) -> None:
@@ -71,7 +65,7 @@ def _train_worker(config: dict[str, Any]) -> None:
     rank = ray.train.get_context().get_world_rank()
     torch.manual_seed(cfg.train.seed + rank)
     device = ray.train.torch.get_device()
-    torch.set_num_threads(max(1, int(cfg.scaling.cpus_per_worker)))
+    torch.set_num_threads(cfg.scaling.torch_threads())
     model = build_ssl_model_from_config(cfg.model)
     model = parallelize(model, cfg.scaling.strategy, device)
     optimizer = build_optimizer(

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from bigssl import storage
 from bigssl.config import Config, ConfigError, check, load_dict
-from bigssl.models import build_preset
+from bigssl.models import build_preset, expand_preset
 from bigssl.stages.evaluate import EvaluateConfig, run_evaluate
 from bigssl.stages.finetune import FinetuneConfig, resolve_checkpoint, run_finetune
 from bigssl.stages.label import LabelConfig, partition, run_label
@@ -55,11 +55,7 @@ class StudentConfig(Config):
     @classmethod
     def load(cls, path: str | Path | None = None, overrides: list[str] | None = None):
         data = load_dict(path, overrides)
-        ft = data.get("finetune", {})
-        if ft.get("preset"):  # as FinetuneConfig.load: preset sizes first
-            encoder = dataclasses.asdict(build_preset(str(ft["preset"])))
-            encoder.update(ft.get("encoder", {}))
-            ft["encoder"] = encoder
+        expand_preset(data.get("finetune", {}))  # as FinetuneConfig.load
         return cls.from_dict(data)
 
 
