@@ -38,6 +38,7 @@ from bigssl import storage
 from bigssl.config import Config, ConfigError, check
 from bigssl.data.bucketing import BucketConfig, bucket_batches, collate_features
 from bigssl.training import checkpoint as ckpt
+from bigssl.training.epoch_cache import EpochCache
 from bigssl.training.metrics import MetricsLog
 from bigssl.training.position import DataPosition
 from bigssl.training.step import Stepper
@@ -51,12 +52,20 @@ class ScalingSettings(Config):
         "fsdp"  # FSDP2 fully_shard per layer, or DDP for small models
     )
     cpus_per_worker: float = 1.0
+    # torch intra-op threads per worker on CPU; 0 = the whole CPUs requested (at least 1).
+    # A worker may use more threads than it reserves: on a 2-core laptop one worker with
+    # 2 threads outruns two gloo-synchronised workers (Ray Data's feature reads are light).
+    threads_per_worker: int = 0
     max_failures: int = 0  # worker-group restarts before the run fails
 
     def validate(self) -> None:
         check(self.num_workers >= 1, "num_workers", "must be >= 1")
         check(self.cpus_per_worker > 0, "cpus_per_worker", "must be > 0")
+        check(self.threads_per_worker >= 0, "threads_per_worker", "must be >= 0 (0 = auto)")
         check(self.max_failures >= -1, "max_failures", "must be >= -1 (-1 = unlimited)")
+
+    def torch_threads(self) -> int:
+        return self.threads_per_worker or max(1, int(self.cpus_per_worker))
 
 
 @dataclass
@@ -65,6 +74,8 @@ class LoopConfig(Config):
     log_every: int = 10  # steps between metric reports
     checkpoint_every: int = 50  # steps between checkpoints (and one at the end)
     seed: int = 0
+    cache_epoch_mb: float = 512.0  # an epoch this small is served from worker memory after
+    # its first pass (see bigssl.training.epoch_cache); 0 = always stream
     fault_step: int = 0  # tests: SIGKILL worker `fault_rank` once at this step (0 = off)
     fault_rank: int = 0
 
@@ -143,7 +154,7 @@ def _keep_selected(
             else:
                 part_k = part
             copies.append(part_k)
-    return pa.concat_tables(copies)
+    return pa.concat_tables(copies, promote_options="permissive")  # copies lose "not null"
 
 
 def make_datasets(
@@ -223,10 +234,8 @@ def _synchronized(batches: Iterator[dict], device: torch.device) -> Iterator[dic
 
 
 def _epoch_batches(
-    position: DataPosition, source: str, bucket: BucketConfig, reads: set[str]
+    position: DataPosition, rows: Iterator[dict], bucket: BucketConfig, reads: set[str]
 ) -> Iterator[dict]:
-    rows = ray.train.get_dataset_shard(source).iter_rows()
-
     def unseen() -> Iterator[dict]:
         for row in rows:
             reads.add(row["shard"])
@@ -309,9 +318,13 @@ def worker_loop(run: _Run, stepper: Stepper) -> None:
     log = MetricsLog(run.run_dir, resume_step=step) if rank == 0 else None
     reads: set[str] = set()
     window = _Window()
+    cache = EpochCache(run.loop.cache_epoch_mb, seed=run.loop.seed + rank)
     while step < run.loop.max_steps:
+        stream = ray.train.get_dataset_shard(source).iter_rows()
+        # A resumed epoch is partial: never cache it.
+        rows = cache.epoch_rows(stream, position.epoch) if source == "train" else iter(stream)
         for batch in _synchronized(
-            _epoch_batches(position, source, run.bucket, reads), stepper.device
+            _epoch_batches(position, rows, run.bucket, reads), stepper.device
         ):
             if run.prepare_batch is not None:
                 batch = run.prepare_batch(batch)
@@ -338,6 +351,8 @@ def worker_loop(run: _Run, stepper: Stepper) -> None:
             if step >= run.loop.max_steps:
                 break
         else:
+            for _ in rows:  # the rows of batches another worker's end cut off: completes the cache
+                pass
             _record_reads(run, rank, restored, position.epoch, reads)
             position, source, reads = DataPosition(epoch=position.epoch + 1), "train", set()
     if log:
@@ -415,7 +430,7 @@ def fit(
 ) -> ray.train.Result:
     """Run ``train_fn`` on a Ray Train worker group; re-running the same name resumes."""
     check_data_has_cpu(scaling)
-    out = out if storage.is_remote(out) else os.path.abspath(out)  # Ray wants absolute paths
+    out = storage.absolute(out)  # Ray wants absolute paths
     run_dir = storage.join(out, run_name)
     trainer = TorchTrainer(
         train_fn,
