@@ -10,6 +10,10 @@ Design decisions:
 - The random projection needs normalised input (the paper calls this critical), so
   each bin is normalised over the utterance's valid frames before stacking unless
   ``normalize_quantizer_input`` is off (for pipelines that normalise globally).
+- The encoder sees the same per-utterance normalised features (``normalize_input``),
+  as the CTC model does at fine-tuning and inference, and as the masking noise
+  (std 0.1) assumes: an encoder pre-trained on raw log-mel met inputs of another
+  scale at fine-tuning and transferred worse than a random one.
 - Masking draws spans in subsampled frames (one span = ``mask_length`` stacks)
   and replaces the covered *input* frames by N(0, ``noise_std``) noise; the
   defaults 0.04 / 10 at 40 ms equal the paper's 0.01 / 400 ms at 10 ms.
@@ -57,6 +61,8 @@ class BestRQConfig(Config):
     """Seed of the random projection and codebooks: same seed, same targets."""
     normalize_quantizer_input: bool = True
     """Normalise each bin over the utterance before the quantizer."""
+    normalize_input: bool = True
+    """Normalise each bin over the utterance before the encoder (as the CTC model does)."""
 
     def validate(self) -> None:
         check(0.0 < self.mask_prob <= 1.0, "mask_prob", "must be in (0, 1]")
@@ -113,6 +119,8 @@ class BestRQModel(nn.Module):
         from it). Keys: loss, accuracy, code_perplexity, num_masked.
         """
         batch, frames, _ = features.shape
+        if self.cfg.normalize_input:
+            features = normalize_per_utterance(features.float(), lengths)
         targets = self.targets(features, lengths)  # (B, T', G)
         out_lengths = self.encoder.output_lengths(lengths)
         padding_mask = lengths_to_padding_mask(out_lengths, targets.shape[1])
