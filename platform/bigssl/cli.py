@@ -149,10 +149,32 @@ def _cmd_student(args: argparse.Namespace) -> dict:
     return student.student_main(args.config, _overrides(args, **flags), args.out, args.ray_address)
 
 
+def _cmd_sweep(args: argparse.Namespace) -> dict:
+    from bigssl.stages import sweep
+
+    return sweep.sweep_main(
+        args.config, _overrides(args, corpus=args.corpus), args.out, args.ray_address
+    )
+
+
 def _cmd_report(args: argparse.Namespace) -> dict:
     from bigssl.stages import report
 
     return report.report_main(args.results, args.out)
+
+
+def _cmd_pipeline(args: argparse.Namespace) -> dict:
+    from bigssl.stages import demo
+
+    return demo.run_pipeline(
+        args.out,
+        args.config,
+        list(args.overrides),
+        tts_hours=args.tts_hours,
+        manifest=args.manifest,
+        librispeech=args.librispeech,
+        ray_address=args.ray_address,
+    )
 
 
 def _cmd_demo(args: argparse.Namespace) -> dict:
@@ -254,9 +276,26 @@ def build_parser() -> argparse.ArgumentParser:
     _ray(p)
     _common(p, strict=False)
 
+    p = sub.add_parser(
+        "sweep", help="the data-efficiency ablation: a Ray Tune grid -> results.parquet + report"
+    )
+    p.add_argument("--corpus", help="a `bigssl prepare` output (or corpus=DIR)")
+    _ray(p)
+    _common(p, strict=False)
+
     p = sub.add_parser("report", help="markdown table + WER-vs-labeled-hours plot of results")
     p.add_argument("results", nargs="+", help="results.parquet files (or folders holding one)")
     p.add_argument("--out", required=True, help="output folder: local path or s3://bucket/prefix")
+
+    p = sub.add_parser("pipeline", help="prepare a corpus, then sweep it (the whole recipe)")
+    corpus = p.add_mutually_exclusive_group(required=True)
+    corpus.add_argument("--tts-hours", type=float, help="synthesize this much TTS speech")
+    corpus.add_argument("--manifest", help="or import a JSONL/CSV/TSV list of audio")
+    corpus.add_argument("--librispeech", help="or import a LibriSpeech-layout folder")
+    p.add_argument("--out", required=True, help="output folder: local path or s3://bucket/prefix")
+    p.add_argument("--config", required=True, help="sweep config, e.g. configs/sweep-demo.yaml")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="sweep config overrides")
+    _ray(p)
 
     p = sub.add_parser(
         "demo", help="the pipeline end to end on the embedded TTS corpus, on local Ray"
@@ -277,7 +316,9 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], dict]] = {
     "evaluate": _cmd_evaluate,
     "label": _cmd_label,
     "student": _cmd_student,
+    "sweep": _cmd_sweep,
     "report": _cmd_report,
+    "pipeline": _cmd_pipeline,
     "demo": _cmd_demo,
 }
 

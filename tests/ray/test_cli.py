@@ -1,10 +1,12 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
+from bigssl import schemas
 from bigssl.cli import main
 from corpora import fault_dir_corpus
 
@@ -16,7 +18,7 @@ def test_help_lists_every_stage():
         [sys.executable, "-m", "bigssl.cli", "--help"], capture_output=True, text=True
     )
     assert result.returncode == 0
-    for stage in ("prepare", "split", "featurize", "pretrain", "demo"):
+    for stage in ("prepare", "split", "featurize", "pretrain", "finetune", "sweep", "demo"):
         assert stage in result.stdout
 
 
@@ -83,12 +85,18 @@ def test_exit_codes_name_the_field_and_honour_strict(tmp_path, capsys):
     assert _prepare_dir(tmp_path / "nope.jsonl", tmp_path / "e") == 3
 
 
-def test_demo_quick_runs_every_stage_end_to_end(ray_session, tmp_path):
+def test_demo_quick_runs_every_stage_end_to_end(ray_session, tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--quick", "--out", str(out)]) == 0
-    record = json.loads((out / "demo.json").read_text())
-    assert set(record["stages"]) == {"prepare", "split", "featurize", "pretrain"}
-    for name, summary in record["stages"].items():
-        assert summary["read"] == summary["used"] + summary["quarantined"], name
-    assert record["stages"]["pretrain"]["steps"] == 20
-    assert (out / "pretrain-tiny" / "checkpoint_000000020" / "meta.json").exists()
+    record = json.loads((out / "pipeline.json").read_text())
+    sweep = record["sweep"]
+    assert sweep["read"] == sweep["used"] == 3 and sweep["quarantined"] == 0, sweep
+    table = pq.read_table(sweep["results"])
+    schemas.validate(table, "results")
+    assert sorted(table.column("recipe").to_pylist()) == ["scratch", "ssl", "ssl+nst"]
+    stages = {s for row in table.column("stages").to_pylist() for s in row}
+    assert stages == {"pretrain", "finetune", "label", "student", "evaluate"}
+    assert Path(sweep["plot"]).stat().st_size > 0
+    printed = capsys.readouterr().out
+    tail = printed[printed.rindex("# WER vs labeled hours") :]  # the table, then the paths
+    assert "| ssl+nst |" in tail and sweep["report"] in tail and sweep["plot"] in tail

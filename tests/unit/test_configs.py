@@ -13,6 +13,7 @@ ALL = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
 # Pre-training configs are named by preset; other stages' configs by "STAGE-NAME.yaml".
 CONFIGS = [c for c in ALL if "-" not in c.stem]
 FINETUNE = [c for c in ALL if c.stem.startswith("finetune-")]
+SWEEP = [c for c in ALL if c.stem.startswith("sweep-")]
 PAPER_PARAMS = {"xl": 0.6e9, "xxl": 1.0e9, "g": 8.0e9}
 
 
@@ -46,8 +47,16 @@ def test_shipped_finetune_config_loads_and_builds(path):
     assert count_parameters(model.head) == cfg.encoder.d_model * 257 + 257
 
 
+@pytest.mark.parametrize("path", SWEEP, ids=lambda p: p.stem)
+def test_shipped_sweep_config_loads(path):
+    from bigssl.stages.sweep import SweepConfig
+
+    cfg = SweepConfig.load(path)
+    assert cfg.grid.recipes and cfg.pretrain.model.encoder.d_model > 0
+
+
 def test_every_shipped_config_is_tested():
-    assert set(ALL) == set(CONFIGS) | set(FINETUNE)
+    assert set(ALL) == set(CONFIGS) | set(FINETUNE) | set(SWEEP)
 
 
 def test_preset_then_explicit_encoder_keys_win():

@@ -1,9 +1,13 @@
-"""The demo: the pipeline end to end on the embedded TTS corpus, on local Ray.
+"""The whole pipeline, and the demo: the BigSSL ablation end to end on local Ray or a cluster.
 
-Today it runs what exists: TTS corpus -> shards -> label budgets -> features ->
-self-supervised pre-training of the tiny Conformer (configs/tiny.yaml), and prints
-each stage's summary. Later stages (fine-tune, pseudo-label, student, sweep,
-report) join here as they land.
+``run_pipeline``: prepare a corpus (the embedded TTS speech, a list of files, or a
+LibriSpeech folder) -> the sweep of a sweep config: split into nested label
+budgets -> features -> pre-training -> CTC fine-tuning from scratch and from the
+pre-trained encoder at every budget -> pseudo-labels -> noisy students -> results
+table -> report. It ends by printing the table and the paths of the report and plot.
+
+``run_demo`` is the pipeline on 1.5 h of TTS speech with ``configs/sweep-demo.yaml``
+(``make demo``); ``--quick`` runs the same stages at toy scale.
 """
 
 from __future__ import annotations
@@ -12,60 +16,71 @@ import time
 from pathlib import Path
 
 from bigssl import storage
-from bigssl.stages.featurize import featurize_main
-from bigssl.stages.prepare import prepare_tts
-from bigssl.stages.pretrain import pretrain_main
-from bigssl.stages.split import run_split
+from bigssl.stages.prepare import prepare_dir, prepare_librispeech, prepare_tts
+from bigssl.stages.sweep import SweepConfig, print_report, run_sweep
 
-# (hours of TTS, budgets as fractions of the labeled pool: the paper's
-# 100 h / 1 k h / 34 k h ratios, ~0.3 % / 3 % / 100 %, scaled to the corpus)
-SCALES = {"quick": (0.05, "0.1,0.3,1", 20), "full": (1.0, "0.003,0.03,1", 300)}
 CONFIGS = Path(__file__).resolve().parents[3] / "configs"
+DEMO_HOURS = {"full": 1.5, "quick": 0.12}
+# Toy scale: one budget (half the pool, so the other half is there to pseudo-label),
+# scratch / ssl / ssl+nst on it, a few dozen steps: enough for a teacher that emits text.
+QUICK = [
+    "split.fractions=0.5",
+    "grid.nst_budgets=50pct",
+    "split.test_hours=0.01",
+    "pretrain.train.max_steps=20",
+    "finetune.train.max_steps=60",
+    "finetune.train.log_every=20",
+]
+
+
+def run_pipeline(
+    out: str,
+    sweep_config: str | Path,
+    overrides: list[str],
+    *,
+    tts_hours: float | None = None,
+    manifest: str | None = None,
+    librispeech: str | None = None,
+    ray_address: str | None = None,
+) -> dict:
+    """Prepare one corpus into ``OUT/corpus``, then sweep it into ``OUT/sweep``."""
+    if sum(x is not None for x in (tts_hours, manifest, librispeech)) != 1:
+        raise ValueError("give exactly one corpus: tts_hours, manifest or librispeech")
+    start = time.perf_counter()
+    corpus = storage.join(out, "corpus")
+    cfg = SweepConfig.load(sweep_config, [*overrides, f"corpus={corpus}"])  # fails fast
+    print("-- [1/2] prepare the corpus", flush=True)
+    if manifest is not None:
+        prepared = prepare_dir(manifest, corpus, None, [])
+    elif librispeech is not None:
+        prepared = prepare_librispeech(librispeech, corpus, None, [])
+    else:
+        prepared = prepare_tts(
+            corpus, None, [f"tts.hours={tts_hours}", "tts.seed=0", "utterances_per_shard=200"]
+        )
+    print("-- [2/2] sweep: split, features, pre-training, fine-tuning, noisy student", flush=True)
+    sweep_out = storage.join(out, "sweep")
+    swept = run_sweep(cfg, sweep_out, ray_address).finish(sweep_out)
+    wall = time.perf_counter() - start
+    record = {"wall_s": wall, "prepare": prepared, "sweep": swept}
+    storage.write_json(storage.join(out, "pipeline.json"), record)
+    print_report(swept.get("report"))
+    print(
+        f"== done in {wall / 60:.1f} min\n"
+        f"   results: {swept['results']}\n   report:  {swept['report']}\n"
+        f"   plot:    {swept['plot']}",
+        flush=True,
+    )
+    return record
 
 
 def run_demo(out: str, quick: bool = False, ray_address: str | None = None) -> dict:
-    hours, fractions, pretrain_steps = SCALES["quick" if quick else "full"]
-    start = time.perf_counter()
-    print(
-        f"== bigssl demo ({'quick' if quick else 'full'}): {hours} h of TTS speech -> {out}",
-        flush=True,
+    scale = "quick" if quick else "full"
+    print(f"== bigssl demo ({scale}): {DEMO_HOURS[scale]} h of TTS speech -> {out}", flush=True)
+    return run_pipeline(
+        out,
+        CONFIGS / "sweep-demo.yaml",
+        QUICK if quick else [],
+        tts_hours=DEMO_HOURS[scale],
+        ray_address=ray_address,
     )
-    corpus = storage.join(out, "corpus")
-    steps = [
-        (
-            "prepare",
-            lambda: prepare_tts(
-                corpus, None, [f"tts.hours={hours}", "tts.seed=0", "utterances_per_shard=200"]
-            ),
-        ),
-        (
-            "split",
-            lambda: run_split(
-                storage.join(corpus, "manifest.parquet"),
-                storage.join(out, "splits"),
-                None,
-                [f"fractions={fractions}", f"test_hours={hours * 0.05:.4f}"],
-            ),
-        ),
-        (
-            "featurize",
-            lambda: featurize_main(corpus, storage.join(out, "features"), None, [], ray_address),
-        ),
-        (
-            "pretrain",
-            lambda: pretrain_main(
-                str(CONFIGS / "tiny.yaml"),
-                [f"features={storage.join(out, 'features')}", f"train.max_steps={pretrain_steps}"],
-                out,
-                ray_address,
-            ),
-        ),
-    ]
-    results = {}
-    for number, (name, step) in enumerate(steps, start=1):
-        print(f"-- [{number}/{len(steps)}] {name}", flush=True)
-        results[name] = step()
-    wall = time.perf_counter() - start
-    storage.write_json(storage.join(out, "demo.json"), {"wall_s": wall, "stages": results})
-    print(f"== demo done in {wall:.0f} s; outputs under {out}", flush=True)
-    return results

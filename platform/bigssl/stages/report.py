@@ -53,8 +53,9 @@ def mean_spread(values: list[float]) -> tuple[float, float | None]:
     return statistics.fmean(values), spread
 
 
-def report_main(results: list[str], out: str) -> dict[str, Any]:
-    """Read results (files or folders), write OUT/report.md, OUT/wer_vs_hours.png, summary."""
+def report_main(results: list[str], out: str, echo: bool = True) -> dict[str, Any]:
+    """Read results (files or folders), write OUT/report.md, OUT/wer_vs_hours.png, summary;
+    ``echo`` prints the markdown."""
     paths = [results] if isinstance(results, str) else list(results)
     rows = read_results(paths).to_pylist()
     ok = [r for r in rows if _usable(r)]
@@ -65,7 +66,8 @@ def report_main(results: list[str], out: str) -> dict[str, Any]:
     report_uri, plot_uri = storage.join(out, "report.md"), storage.join(out, "wer_vs_hours.png")
     storage.write_bytes(report_uri, markdown.encode())
     storage.write_bytes(plot_uri, render_plot(groups, primary=primary))
-    print(markdown, flush=True)
+    if echo:
+        print(markdown, flush=True)
     summary = StageSummary(
         "report",
         read=len(rows),

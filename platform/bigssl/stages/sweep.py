@@ -1,0 +1,502 @@
+"""Sweep stage: the data-efficiency ablation (WER vs labeled hours per recipe) as a Ray Tune grid.
+
+``bigssl sweep --config configs/sweep-demo.yaml --corpus runs/tts --out runs/sweep``.
+
+Design decisions:
+- Upstream artifacts are computed once and shared by every trial: splits, one
+  feature pass, the tokenizer and one pre-training per preset live under
+  ``cache/<stage>-<key>/``, where the key hashes the stage's config and the keys
+  (or, for the corpus, the manifest bytes) of its inputs. A re-run, or another
+  sweep pointed at the same ``cache``, reuses them; a changed config makes a new
+  entry beside the old one.
+- A trial is (recipe, budget, preset, seed). ``scratch`` and ``ssl`` fine-tune
+  from a random or the pre-trained encoder; ``<init>+nst`` trains noisy students
+  whose first teacher is the ``<init>`` trial of the same budget, preset and seed.
+  Trials run in one Tune experiment per noisy-student generation (``gen0`` first),
+  so every teacher exists before its student starts, and the trials of a
+  generation run side by side up to ``max_concurrent_trials``.
+- Ray Train V2 refuses to run as a Tune trainable, so a trial is a function that
+  calls the stages (``TorchTrainer.fit()`` inside) and holds a token 0.01 CPU; the
+  Ray Train workers and inference actors ask for their own resources.
+- Resume: an experiment found in ``tune/`` is restored (``Tuner.restore``) and runs
+  only unfinished trials; each trial also leaves ``trials/<id>/row.json`` last, and
+  a trial that finds its row returns it at once. Rows are appended by the driver
+  (one writer) to ``results.parquet``, keyed by (sweep, trial_id).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bigssl import storage
+from bigssl.config import Config, ConfigError, check, load_dict
+from bigssl.data.features import FeaturizeConfig
+from bigssl.data.splits import SplitConfig, budget_label, write_splits
+from bigssl.models import expand_preset
+from bigssl.results import append_results, make_row
+from bigssl.stages.evaluate import EvaluateConfig, run_evaluate
+from bigssl.stages.finetune import FinetuneConfig, run_finetune
+from bigssl.stages.label import LabelConfig, partition, run_label
+from bigssl.stages.pretrain import PretrainConfig, run_pretrain
+from bigssl.stages.tokenizer import run_tokenizer
+from bigssl.summary import NothingUsable, StageSummary
+from bigssl.text.tokenizer import TokenizerConfig
+
+INITS = ("scratch", "ssl")
+
+
+@dataclass
+class GridConfig(Config):
+    recipes: list[str] = field(default_factory=lambda: ["scratch", "ssl", "ssl+nst"])
+    """scratch | ssl | scratch+nst | ssl+nst: encoder init, then noisy-student training."""
+    budgets: list[str] = field(default_factory=list)
+    """Budget labels of the split (e.g. 1pct, 100h); empty = every budget."""
+    nst_budgets: list[str] = field(default_factory=list)
+    """Budgets the +nst recipes run on; empty = all but the largest (nothing left to label)."""
+    nst_generations: int = 1
+    """Teacher -> student rounds of the +nst recipes."""
+    presets: list[str] = field(default_factory=lambda: ["tiny"])
+    """Encoder sizes; one pre-training per preset."""
+    seeds: list[int] = field(default_factory=lambda: [0])
+    """Fine-tuning seeds; the report's spread is over them."""
+
+    def validate(self) -> None:
+        for recipe in self.recipes:
+            init, _, nst = recipe.partition("+")
+            check(
+                init in INITS and nst in ("", "nst"),
+                "recipes",
+                f"{recipe!r} is not one of scratch, ssl, scratch+nst, ssl+nst",
+            )
+        check(bool(self.recipes), "recipes", "at least one recipe")
+        check(self.nst_generations >= 1, "nst_generations", "must be >= 1")
+        check(bool(self.presets) and bool(self.seeds), "presets", "at least one preset and seed")
+
+
+@dataclass
+class SweepConfig(Config):
+    name: str = "sweep"  # sweep name: the results rows' key with trial_id
+    corpus: str = ""  # a `bigssl prepare` output (manifest.parquet + shards/)
+    cache: str = ""  # shared upstream artifacts, cached by content (default OUT/cache)
+    test_sets: list[str] = field(
+        default_factory=lambda: ["test"]
+    )  # split tables scored; first = primary
+    max_concurrent_trials: int = 1  # trials at once (each asks for its own Train workers)
+    split: SplitConfig = field(default_factory=lambda: SplitConfig(fractions=[0.01, 0.1, 1.0]))
+    featurize: FeaturizeConfig = field(default_factory=FeaturizeConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    label: LabelConfig = field(default_factory=LabelConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    grid: GridConfig = field(default_factory=GridConfig)
+
+    def validate(self) -> None:
+        check(bool(self.name) and "/" not in self.name, "name", "a non-empty name without '/'")
+        check(bool(self.test_sets), "test_sets", "at least one split table to score")
+        check(self.max_concurrent_trials >= 1, "max_concurrent_trials", "must be >= 1")
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, overrides: list[str] | None = None):
+        data = load_dict(path, overrides)
+        expand_preset(data.get("pretrain", {}), ("model", "encoder"))
+        expand_preset(data.get("finetune", {}))
+        return cls.from_dict(data)
+
+
+# --- content-addressed upstream cache ----------------------------------------------------
+
+
+def content_key(*parts: Any) -> str:
+    """A short stable hash of JSON-able parts (configs and upstream keys)."""
+    blob = json.dumps(parts, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def cached(cache: str, stage: str, key: str, produce: Callable[[str], dict]) -> tuple[str, dict]:
+    """``produce(folder)`` once per (stage, key); later calls return the recorded result.
+
+    Every producer is itself restartable in place (featurize per shard, pre-training
+    from its checkpoint), so a crash before ``CACHED.json`` costs only the unfinished
+    part on the next run.
+    """
+    folder = storage.join(cache, f"{stage}-{key}")
+    marker = storage.join(folder, "CACHED.json")
+    if storage.exists(marker):
+        print(f"-- {stage}: reusing {folder}", flush=True)
+        return folder, storage.read_json(marker)["result"]
+    print(f"-- {stage} -> {folder}", flush=True)
+    result = produce(folder)
+    storage.write_json(marker, {"stage": stage, "key": key, "result": result})
+    return folder, result
+
+
+@dataclass
+class Upstream:
+    """What every trial shares: paths of the cached artifacts (plain data: it travels to trials)."""
+
+    corpus: str
+    splits: str
+    features: str
+    tokenizer: str
+    budgets: dict[str, float]  # budget label -> labeled hours of its manifest
+    pretrained: dict[str, str]  # preset -> pre-training checkpoint
+
+
+def build_upstream(cfg: SweepConfig, out: str, ray_address: str | None) -> Upstream:
+    manifest = storage.join(cfg.corpus, "manifest.parquet")
+    if not storage.exists(manifest):
+        raise FileNotFoundError(f"{manifest} (sweep.corpus must be a `bigssl prepare` output)")
+    cache = cfg.cache or storage.join(out, "cache")
+    corpus_key = hashlib.sha256(storage.read_bytes(manifest)).hexdigest()[:16]
+
+    split_key = content_key(cfg.split.to_dict(), corpus_key)
+    splits, split_info = cached(
+        cache, "split", split_key, lambda d: write_splits(manifest, d, cfg.split)
+    )
+    budgets = {
+        budget_label(cfg.split, i): split_info[f"labeled_{budget_label(cfg.split, i)}"]["hours"]
+        for i in range(len(cfg.split.hours or cfg.split.fractions))
+    }
+    _check_budgets(cfg.grid, budgets)
+
+    def featurize(folder: str) -> dict:
+        from bigssl.stages.featurize import run_featurize
+
+        summary = run_featurize(cfg.corpus, folder, cfg.featurize, ray_address)
+        summary.finish(folder)
+        return summary.to_dict()
+
+    features_key = content_key(cfg.featurize.to_dict(), corpus_key)
+    features, _ = cached(cache, "featurize", features_key, featurize)
+
+    largest = f"labeled_{list(budgets)[-1]}.parquet"
+
+    def tokenize(folder: str) -> dict:
+        # Trained on the largest budget's text: a text resource shared by every trial.
+        summary, _ = run_tokenizer(storage.join(splits, largest), folder, cfg.tokenizer)
+        return summary.finish(folder)
+
+    tokenizer_dir, _ = cached(
+        cache, "tokenizer", content_key(cfg.tokenizer.to_dict(), split_key), tokenize
+    )
+    pretrained = {}
+    if any(r.startswith("ssl") for r in cfg.grid.recipes):
+        for preset in cfg.grid.presets:
+            pretrained[preset] = _pretrain(cfg, cache, preset, features, features_key, ray_address)
+    return Upstream(
+        cfg.corpus,
+        splits,
+        features,
+        storage.join(tokenizer_dir, "tokenizer.model"),
+        budgets,
+        pretrained,
+    )
+
+
+def _check_budgets(grid: GridConfig, budgets: dict[str, float]) -> None:
+    for name, chosen in (("budgets", grid.budgets), ("nst_budgets", grid.nst_budgets)):
+        unknown = sorted(set(chosen) - set(budgets))
+        if unknown:
+            raise ConfigError(f"grid.{name}", f"{unknown} not among the split's {list(budgets)}")
+
+
+def _pretrain(
+    cfg: SweepConfig,
+    cache: str,
+    preset: str,
+    features: str,
+    features_key: str,
+    ray_address: str | None,
+) -> str:
+    data = cfg.pretrain.to_dict()
+    data.update(preset=preset, features=features, run_name="pretrain")
+    data["model"].pop("encoder")  # the preset decides the sizes
+    pt = PretrainConfig.from_dict(expand_preset(data, ("model", "encoder")))
+    key_config = {**pt.to_dict(), "features": features_key}
+
+    def produce(folder: str) -> dict:
+        summary = run_pretrain(pt, folder, ray_address)
+        return summary.finish(storage.join(folder, pt.run_name))
+
+    _, result = cached(cache, f"pretrain-{preset}", content_key(key_config), produce)
+    return result["checkpoint"]
+
+
+# --- trials ------------------------------------------------------------------------------
+
+
+def plan_trials(cfg: SweepConfig, budgets: list[str]) -> list[dict[str, Any]]:
+    """Every trial of the grid as Tune params: recipe, budget, preset, seed, generation."""
+    grid = cfg.grid
+    chosen = grid.budgets or budgets
+    nst_budgets = grid.nst_budgets or budgets[:-1]
+    trials = []
+    for preset in grid.presets:
+        for budget in chosen:
+            for seed in grid.seeds:
+                for recipe in grid.recipes:
+                    init, _, nst = recipe.partition("+")
+                    if nst and budget not in nst_budgets:
+                        continue
+                    generations = grid.nst_generations if nst else 0
+                    for generation in range(generations + 1):
+                        trials.append(
+                            {
+                                "recipe": recipe if generation else init,
+                                "init": init,
+                                "budget": budget,
+                                "preset": preset,
+                                "seed": seed,
+                                "generation": generation,
+                            }
+                        )
+    # A scratch / ssl trial appears once even when its +nst recipe also needs it.
+    unique = {trial_id(t): t for t in trials}
+    return list(unique.values())
+
+
+def trial_id(params: dict[str, Any]) -> str:
+    nst = f"-nst{params['generation']}" if params["generation"] else ""
+    return f"{params['preset']}-{params['budget']}-{params['init']}{nst}-seed{params['seed']}"
+
+
+def _teacher_params(params: dict[str, Any]) -> dict[str, Any]:
+    return {**params, "generation": params["generation"] - 1}
+
+
+def _finetune_config(cfg: SweepConfig, up: Upstream, params: dict[str, Any]) -> FinetuneConfig:
+    data = cfg.finetune.to_dict()
+    data.update(
+        features=up.features,
+        manifest=storage.join(up.splits, f"labeled_{params['budget']}.parquet"),
+        tokenizer=up.tokenizer,
+        init=up.pretrained[params["preset"]] if params["init"] == "ssl" else "",
+        run_name="finetune" if params["generation"] == 0 else f"student-gen{params['generation']}",
+        preset=params["preset"],
+    )
+    data.pop("encoder")  # the preset decides the sizes (the checkpoint's, with init)
+    data["train"]["seed"] = data["bucket"]["seed"] = params["seed"]
+    return FinetuneConfig.from_dict(expand_preset(data))
+
+
+def run_trial(params: dict[str, Any], cfg: SweepConfig, up: Upstream, out: str) -> dict[str, Any]:
+    """One trial end to end (no Tune in here): train, score, write ``row.json`` last."""
+    tid = trial_id(params)
+    folder = storage.join(out, "trials", tid)
+    row_path = storage.join(folder, "row.json")
+    if storage.exists(row_path):
+        return storage.read_json(row_path)
+    start = time.perf_counter()
+    ft = _finetune_config(cfg, up, params)
+    stages = ["pretrain"] if params["init"] == "ssl" else []
+    if params["generation"]:
+        teacher_row = storage.join(out, "trials", trial_id(_teacher_params(params)), "row.json")
+        if not storage.exists(teacher_row):
+            raise RuntimeError(f"{tid}: its teacher's trial has no result ({teacher_row})")
+        teacher = storage.read_json(teacher_row)["checkpoint"]
+        label_cfg = dataclasses.replace(
+            cfg.label, generation=params["generation"], exclude=ft.manifest, teacher_name="teacher"
+        )
+        labels_out = storage.join(folder, "labels")
+        labels = run_label(
+            teacher, labels_out, label_cfg, manifest=storage.join(up.splits, "unlabeled.parquet")
+        )
+        ft = dataclasses.replace(
+            ft, pseudo_labels=partition(labels_out, "teacher", params["generation"])
+        )
+        stages += ["label"]
+        print(f"   {tid}: {labels.extra['kept']} pseudo-labels kept", flush=True)
+    trained = run_finetune(ft, folder)
+    trained.finish(storage.join(folder, ft.run_name))
+    checkpoint = trained.extra["checkpoint"]
+    stages += ["student" if params["generation"] else "finetune", "evaluate"]
+    scores = []
+    for test_set in cfg.test_sets:
+        scored = run_evaluate(
+            checkpoint,
+            storage.join(up.splits, f"{test_set}.parquet"),
+            storage.join(folder, "eval", test_set),
+            cfg.evaluate,
+        )
+        scores.append(
+            {
+                "test_set": test_set,
+                "wer": scored.extra["wer"],
+                "cer": scored.extra["cer"],
+                "words": scored.extra["words"],
+                "utterances": scored.used,
+            }
+        )
+    wall = time.perf_counter() - start
+    scaling = ft.scaling
+    per_worker = 1.0 if scaling.use_gpu else scaling.cpus_per_worker
+    row = make_row(
+        sweep=cfg.name,
+        trial_id=tid,
+        recipe=params["recipe"],
+        init=params["init"],
+        nst_generations=params["generation"],
+        preset=params["preset"],
+        seed=params["seed"],
+        budget=params["budget"],
+        labeled_hours=up.budgets[params["budget"]],
+        stages=stages,
+        scores=scores,
+        steps=trained.extra["steps"],
+        wall_s=wall,
+        device_hours=trained.extra["wall_s"] * scaling.num_workers * per_worker / 3600,
+        checkpoint=checkpoint,
+        config={"trial": params, "finetune": ft.to_dict(), "label": cfg.label.to_dict()},
+    )
+    storage.write_json(row_path, _jsonable(row))
+    return storage.read_json(row_path)
+
+
+def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: v.isoformat() if hasattr(v, "isoformat") else v for k, v in row.items()}
+
+
+def _tune_trial(config: dict[str, Any], cfg: dict, up: dict, out: str) -> None:
+    """The Tune function trainable: one trial, its final metrics reported to Tune."""
+    from ray import tune
+
+    row = run_trial(config["params"], SweepConfig.from_dict(cfg), Upstream(**up), out)
+    tune.report({"wer": row["wer"], "cer": row["cer"], "steps": row["steps"]})
+
+
+def _failed_row(cfg: SweepConfig, up: Upstream, params: dict[str, Any], error: str) -> dict:
+    return make_row(
+        sweep=cfg.name,
+        trial_id=trial_id(params),
+        recipe=params["recipe"],
+        init=params["init"],
+        nst_generations=params["generation"],
+        preset=params["preset"],
+        seed=params["seed"],
+        budget=params["budget"],
+        labeled_hours=up.budgets[params["budget"]],
+        status="failed",
+        error=error[:2000],
+        config={"trial": params},
+    )
+
+
+def _error_text(error: BaseException | None) -> str:
+    """The exception line of a trial's error (Ray wraps it in the remote traceback)."""
+    if error is None:
+        return "the trial ended without a result"
+    lines = [line for line in str(error).strip().splitlines() if line.strip()]
+    return lines[-1].strip() if lines else type(error).__name__
+
+
+def run_generation(
+    trials: list[dict[str, Any]], cfg: SweepConfig, up: Upstream, out: str, generation: int
+) -> list[dict[str, Any]]:
+    """One Tune experiment over ``trials`` (restored when interrupted); their results rows."""
+    from ray import tune
+
+    ids = sorted(trial_id(t) for t in trials)
+    # The experiment's name pins its trial list: a changed grid starts a new experiment
+    # (finished trials still return their row.json at once).
+    name = f"gen{generation}-{content_key(ids)[:8]}"
+    storage_path = storage.absolute(out)
+    path = storage.join(storage_path, "tune", name)
+    trainable = tune.with_resources(
+        tune.with_parameters(
+            _tune_trial, cfg=cfg.to_dict(), up=dataclasses.asdict(up), out=storage_path
+        ),
+        {"CPU": 0.01},
+    )
+    if tune.Tuner.can_restore(path):
+        print(f"-- generation {generation}: resuming {path}", flush=True)
+        tuner = tune.Tuner.restore(path, trainable, restart_errored=True)
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            param_space={"params": tune.grid_search(trials)},
+            tune_config=tune.TuneConfig(max_concurrent_trials=cfg.max_concurrent_trials),
+            run_config=tune.RunConfig(
+                name=name, storage_path=storage.join(storage_path, "tune"), verbose=1
+            ),
+        )
+    grid = tuner.fit()
+    rows = []
+    for result in grid:
+        params = result.config["params"]
+        row_path = storage.join(storage_path, "trials", trial_id(params), "row.json")
+        if result.error is None and storage.exists(row_path):
+            rows.append(storage.read_json(row_path))
+        else:
+            rows.append(_failed_row(cfg, up, params, _error_text(result.error)))
+    return rows
+
+
+def run_sweep(cfg: SweepConfig, out: str, ray_address: str | None = None) -> StageSummary:
+    from bigssl.stages.report import report_main
+    from bigssl.stages.runtime import init_ray
+
+    if not cfg.corpus:
+        raise ConfigError("corpus", "required: a `bigssl prepare` output folder")
+    # Tune runs each trial in a working folder of its own: every path travels absolute.
+    out = storage.absolute(out)
+    cfg = dataclasses.replace(
+        cfg,
+        corpus=storage.absolute(cfg.corpus),
+        cache=storage.absolute(cfg.cache) if cfg.cache else "",
+    )
+    start = time.perf_counter()
+    init_ray(ray_address)
+    up = build_upstream(cfg, out, ray_address)
+    trials = plan_trials(cfg, list(up.budgets))
+    print(f"-- {len(trials)} trials: {', '.join(trial_id(t) for t in trials)}", flush=True)
+    results = storage.join(out, "results.parquet")
+    rows: list[dict[str, Any]] = []
+    for generation in sorted({t["generation"] for t in trials}):
+        batch = [t for t in trials if t["generation"] == generation]
+        done = run_generation(batch, cfg, up, out, generation)
+        append_results(results, done)  # after every generation: nothing finished is lost
+        rows += done
+    try:
+        report = report_main([results], storage.join(out, "report"), echo=False)
+    except NothingUsable:  # every trial failed: the report lists them; the summary says so
+        report = {}
+    ok = [r for r in rows if r["status"] == "ok"]
+    return StageSummary(
+        "sweep",
+        read=len(rows),
+        used=len(ok),
+        quarantined=len(rows) - len(ok),
+        hours=sum(r["labeled_hours"] for r in ok),
+        extra={
+            "name": cfg.name,
+            "trials": len(rows),
+            "failed": [r["trial_id"] for r in rows if r["status"] != "ok"],
+            "results": results,
+            "report": report.get("report"),
+            "plot": report.get("plot"),
+            "upstream": dataclasses.asdict(up),
+            "wall_s": round(time.perf_counter() - start, 1),
+        },
+    )
+
+
+def sweep_main(
+    config: str | None, overrides: list[str], out: str, ray_address: str | None = None
+) -> dict:
+    cfg = SweepConfig.load(config, overrides)
+    summary = run_sweep(cfg, out, ray_address)
+    print_report(summary.extra.get("report"))
+    return summary.finish(out)
+
+
+def print_report(report: str | None) -> None:
+    if report and storage.exists(report):
+        print(storage.read_bytes(report).decode(), flush=True)

@@ -1,0 +1,92 @@
+"""The sweep's grid, its dependency order and its content cache (no Ray started)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bigssl.config import ConfigError
+from bigssl.stages.sweep import (
+    SweepConfig,
+    Upstream,
+    _finetune_config,
+    cached,
+    content_key,
+    plan_trials,
+    trial_id,
+)
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+BUDGETS = ["1pct", "10pct", "100pct"]
+
+
+def test_demo_grid_has_teachers_before_students_and_no_nst_on_the_full_budget():
+    cfg = SweepConfig.load(CONFIGS / "sweep-demo.yaml")
+    trials = plan_trials(cfg, BUDGETS)
+    ids = [trial_id(t) for t in trials]
+    assert len(ids) == len(set(ids)) == 8  # 3 scratch + 3 ssl + 2 ssl+nst
+    students = [t for t in trials if t["generation"]]
+    assert {t["budget"] for t in students} == {"1pct", "10pct"}
+    for student in students:
+        assert student["recipe"] == "ssl+nst"
+        teacher = trial_id({**student, "generation": 0})
+        assert teacher in ids and teacher.endswith("-ssl-seed0")
+    # A trial fine-tunes the grid's preset: the sizes its pre-training had.
+    up = Upstream("c", "s", "f", "t.model", dict.fromkeys(BUDGETS, 1.0), {"tiny": "pt/ckpt"})
+    scratch = _finetune_config(cfg, up, trials[0])
+    student = _finetune_config(cfg, up, students[0])
+    assert scratch.encoder == cfg.pretrain.model.encoder
+    assert scratch.init == "" and student.init == "pt/ckpt"
+    assert student.run_name == "student-gen1" and student.manifest == "s/labeled_1pct.parquet"
+
+
+def test_generations_seeds_and_budget_choice():
+    cfg = SweepConfig.load(
+        None,
+        [
+            "grid.recipes=scratch+nst",
+            "grid.nst_generations=2",
+            "grid.seeds=0,1",
+            "grid.budgets=10pct",
+            "grid.nst_budgets=10pct",
+        ],
+    )
+    trials = plan_trials(cfg, BUDGETS)
+    assert sorted(trial_id(t) for t in trials) == sorted(
+        f"tiny-10pct-scratch{nst}-seed{s}" for s in (0, 1) for nst in ("", "-nst1", "-nst2")
+    )
+    assert {t["recipe"] for t in trials if t["generation"] == 0} == {"scratch"}
+
+
+@pytest.mark.parametrize(
+    ("override", "field"),
+    [
+        ("grid.recipes=ssl+rnnt", "grid.recipes"),
+        ("grid.nst_generations=0", "grid.nst_generations"),
+        ("name=a/b", "name"),
+        ("grid.seed=1", "grid.seed"),
+        ("finetune.train.max_stpes=3", "finetune.train.max_stpes"),
+    ],
+)
+def test_bad_sweep_configs_name_the_field(override, field):
+    with pytest.raises(ConfigError) as err:
+        SweepConfig.load(CONFIGS / "sweep-demo.yaml", [override])
+    assert err.value.field == field
+
+
+def test_content_cache_produces_once_and_keys_follow_content(tmp_path):
+    calls = []
+
+    def produce(folder: str) -> dict:
+        calls.append(folder)
+        return {"made": folder}
+
+    key = content_key({"steps": 3}, "corpus-abc")
+    assert key == content_key({"steps": 3}, "corpus-abc")
+    assert key != content_key({"steps": 4}, "corpus-abc")
+    first = cached(str(tmp_path), "featurize", key, produce)
+    again = cached(str(tmp_path), "featurize", key, produce)
+    assert first == again and len(calls) == 1
+    other = cached(str(tmp_path), "featurize", content_key({"steps": 4}, "corpus-abc"), produce)
+    assert other[0] != first[0] and len(calls) == 2
