@@ -40,7 +40,15 @@ from bigssl.data.features import shard_stem
 from bigssl.models import ConformerConfig, build_ctc_model, count_parameters, expand_preset
 from bigssl.models.parallelize import parallelize
 from bigssl.stages.runtime import init_ray
-from bigssl.stages.trainer import LoopConfig, ScalingSettings, Selection, _Run, fit, worker_loop
+from bigssl.stages.trainer import (
+    LoopConfig,
+    ScalingSettings,
+    Selection,
+    _Run,
+    fit,
+    quarantined_ids,
+    worker_loop,
+)
 from bigssl.summary import StageSummary
 from bigssl.text.tokenizer import Tokenizer
 from bigssl.training import checkpoint as ckpt
@@ -91,7 +99,9 @@ class FinetuneConfig(Config):
 
 
 def resolve_checkpoint(uri: str) -> str:
-    """A checkpoint folder, or a run folder's newest committed checkpoint."""
+    """A checkpoint folder, or a run folder's newest committed checkpoint (absolute: Ray
+    workers run in folders of their own)."""
+    uri = storage.absolute(uri)
     if storage.exists(storage.join(uri, "meta.json")):
         return uri
     latest = ckpt.latest_checkpoint(uri)
@@ -196,9 +206,7 @@ def select_rows(
     table = table.filter(pc.is_valid(table.column("text")))
     if table.num_rows == 0:
         raise ConfigError("manifest", f"{manifest} has no labeled rows")
-    quarantined: set[str] = set()
-    for q in storage.list_files(storage.join(features, "quarantine"), ".parquet"):
-        quarantined.update(storage.read_parquet(q).column("id").to_pylist())
+    quarantined = quarantined_ids(features)
     labeled: dict[str, str] = {}
     seconds = 0.0
     for uid, shard, duration in zip(
