@@ -97,6 +97,16 @@ def test_demo_quick_runs_every_stage_end_to_end(ray_session, tmp_path, capsys):
     stages = {s for row in table.column("stages").to_pylist() for s in row}
     assert stages == {"pretrain", "finetune", "label", "student", "evaluate"}
     assert Path(sweep["plot"]).stat().st_size > 0
+    # Pre-training read the split's training pool, never the test audio it is scored on.
+    (pretrained,) = out.glob("**/cache/pretrain-tiny-*/CACHED.json")
+    (split,) = out.glob("**/cache/split-*")
+    pool = pq.read_table(split / "unlabeled.parquet").num_rows
+    assert json.loads(pretrained.read_text())["result"]["used"] == pool
+    test_ids = set(pq.read_table(split / "test.parquet").column("id").to_pylist())
+    assert (
+        test_ids
+        and pool + len(test_ids) <= pq.read_table(out / "corpus" / "manifest.parquet").num_rows
+    )
     printed = capsys.readouterr().out
     tail = printed[printed.rindex("# WER vs labeled hours") :]  # the table, then the paths
     assert "| ssl+nst |" in tail and sweep["report"] in tail and sweep["plot"] in tail

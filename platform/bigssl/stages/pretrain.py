@@ -28,6 +28,7 @@ from bigssl.stages.trainer import (
     _Run,
     feature_hours,
     fit,
+    pool_selection,
     shard_totals,
     worker_loop,
 )
@@ -39,6 +40,9 @@ from bigssl.training.step import Stepper
 @dataclass
 class PretrainConfig(Config):
     features: str = ""  # a `bigssl featurize` output folder (local or s3://)
+    # Optional: only the utterances this manifest lists (a split's unlabeled.parquet: the
+    # training pool, so pre-training never hears dev/test audio). Empty: every feature row.
+    manifest: str = ""
     run_name: str = "pretrain"  # run folder under --out; the same name resumes
     preset: str = ""  # encoder size preset (tiny, s, m, xl, xxl, g); model.encoder.* overrides it
     model: SSLConfig = field(default_factory=SSLConfig)
@@ -80,7 +84,10 @@ def _train_worker(config: dict[str, Any]) -> None:
 def run_pretrain(cfg: PretrainConfig, out: str, ray_address: str | None = None) -> StageSummary:
     if not cfg.features:
         raise FileNotFoundError("features: no featurize output given (features=DIR)")
-    totals = shard_totals(cfg.features)
+    if cfg.manifest:
+        selection, totals, hours = pool_selection(cfg.features, cfg.manifest)
+    else:
+        selection, totals, hours = None, shard_totals(cfg.features), feature_hours(cfg.features)
     init_ray(ray_address)
     start = time.perf_counter()
     result = fit(
@@ -90,6 +97,7 @@ def run_pretrain(cfg: PretrainConfig, out: str, ray_address: str | None = None) 
         cfg.features,
         out,
         cfg.run_name,
+        selection,
     )
     wall = time.perf_counter() - start
     if result.error:
@@ -103,7 +111,7 @@ def run_pretrain(cfg: PretrainConfig, out: str, ray_address: str | None = None) 
         read=rows,
         used=rows,
         quarantined=0,
-        hours=feature_hours(cfg.features),
+        hours=hours,
         extra={
             "steps": int(metrics.get("step", 0)),
             "loss": metrics.get("loss"),

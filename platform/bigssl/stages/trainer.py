@@ -37,6 +37,7 @@ from ray.train.torch import TorchTrainer
 from bigssl import storage
 from bigssl.config import Config, ConfigError, check
 from bigssl.data.bucketing import BucketConfig, bucket_batches, collate_features
+from bigssl.data.features import shard_stem
 from bigssl.training import checkpoint as ckpt
 from bigssl.training.epoch_cache import EpochCache
 from bigssl.training.metrics import MetricsLog
@@ -106,6 +107,38 @@ def shard_totals(features: str) -> dict[str, int]:
 def feature_hours(features: str) -> float:
     markers = storage.list_files(storage.join(features, "done"), ".json")
     return sum(storage.read_json(m)["seconds"] for m in markers) / 3600
+
+
+def quarantined_ids(features: str) -> set[str]:
+    """Utterances featurize quarantined: listed in manifests, absent from the features."""
+    out: set[str] = set()
+    for q in storage.list_files(storage.join(features, "quarantine"), ".parquet"):
+        out.update(storage.read_parquet(q).column("id").to_pylist())
+    return out
+
+
+def pool_selection(features: str, manifest: str) -> tuple[Selection, dict[str, int], float]:
+    """Every utterance a manifest lists (text or not) that has features: selection, rows
+    per shard, hours. Pre-training reads a split's pool this way, never its dev/test."""
+    table = storage.read_parquet(manifest)
+    skip = quarantined_ids(features)
+    totals: dict[str, int] = {}
+    ids: list[str] = []
+    seconds = 0.0
+    for uid, shard, duration in zip(
+        table.column("id").to_pylist(),
+        table.column("shard").to_pylist(),
+        table.column("duration_s").to_pylist(),
+        strict=True,
+    ):
+        if uid not in skip:
+            stem = shard_stem(shard)
+            ids.append(uid)
+            totals[stem] = totals.get(stem, 0) + 1
+            seconds += duration
+    if not ids:
+        raise ValueError(f"manifest: {manifest} lists no utterance with features in {features}")
+    return Selection(ids=ids, shards=set(totals)), totals, seconds / 3600
 
 
 def _stem(uri: str) -> str:
