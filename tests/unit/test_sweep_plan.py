@@ -39,6 +39,9 @@ def test_demo_grid_has_teachers_before_students_and_no_nst_on_the_full_budget():
     assert scratch.encoder == cfg.pretrain.model.encoder
     assert scratch.init == "" and student.init == "pt/ckpt"
     assert student.run_name == "student-gen1" and student.manifest == "s/labeled_1pct.parquet"
+    # The demo's student recipe overrides fine-tuning for students only.
+    assert student.pseudo_ratio == 1 and scratch.pseudo_ratio == cfg.finetune.pseudo_ratio != 1
+    assert student.train.max_steps == 150 != scratch.train.max_steps
 
 
 def test_generations_seeds_and_budget_choice():
@@ -67,6 +70,9 @@ def test_generations_seeds_and_budget_choice():
         ("name=a/b", "name"),
         ("grid.seed=1", "grid.seed"),
         ("finetune.train.max_stpes=3", "finetune.train.max_stpes"),
+        ("student=train.max_stpes=3", "student[train.max_stpes]"),
+        ("student=pseudo_ratio=0", "student[pseudo_ratio]"),
+        ("student_init=scratch", "student_init"),
     ],
 )
 def test_bad_sweep_configs_name_the_field(override, field):

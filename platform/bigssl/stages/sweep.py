@@ -33,10 +33,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from bigssl import storage
-from bigssl.config import Config, ConfigError, check, load_dict
+from bigssl.config import Config, ConfigError, apply_override, check, load_dict
 from bigssl.data.features import FeaturizeConfig
 from bigssl.data.splits import SplitConfig, budget_label, write_splits
 from bigssl.models import expand_preset
@@ -89,6 +89,11 @@ class SweepConfig(Config):
         default_factory=lambda: ["test"]
     )  # split tables scored; first = primary
     max_concurrent_trials: int = 1  # trials at once (each asks for its own Train workers)
+    # A noisy student starts from its recipe's init (BigSSL: the pre-trained encoder, or
+    # scratch) or continues from its teacher's encoder (iterative pseudo-labeling).
+    student_init: Literal["recipe", "teacher"] = "teacher"
+    # key=value overrides of `finetune` for noisy-student trials (e.g. pseudo_ratio=1).
+    student: list[str] = field(default_factory=list)
     split: SplitConfig = field(default_factory=lambda: SplitConfig(fractions=[0.01, 0.1, 1.0]))
     featurize: FeaturizeConfig = field(default_factory=FeaturizeConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
@@ -102,6 +107,7 @@ class SweepConfig(Config):
         check(bool(self.name) and "/" not in self.name, "name", "a non-empty name without '/'")
         check(bool(self.test_sets), "test_sets", "at least one split table to score")
         check(self.max_concurrent_trials >= 1, "max_concurrent_trials", "must be >= 1")
+        _student_finetune(self.finetune, self.student)  # unknown keys fail now, not in a trial
 
     @classmethod
     def load(cls, path: str | Path | None = None, overrides: list[str] | None = None):
@@ -190,7 +196,9 @@ def build_upstream(cfg: SweepConfig, out: str, ray_address: str | None) -> Upstr
     pretrained = {}
     if any(r.startswith("ssl") for r in cfg.grid.recipes):
         for preset in cfg.grid.presets:
-            pretrained[preset] = _pretrain(cfg, cache, preset, features, features_key, ray_address)
+            pretrained[preset] = _pretrain(
+                cfg, cache, preset, features, features_key, (splits, split_key), ray_address
+            )
     return Upstream(
         cfg.corpus,
         splits,
@@ -214,13 +222,16 @@ def _pretrain(
     preset: str,
     features: str,
     features_key: str,
+    splits: tuple[str, str],
     ray_address: str | None,
 ) -> str:
     data = cfg.pretrain.to_dict()
-    data.update(preset=preset, features=features, run_name="pretrain")
+    # The split's training pool: pre-training never hears the dev/test audio it is scored on.
+    pool = storage.join(splits[0], "unlabeled.parquet")
+    data.update(preset=preset, features=features, manifest=pool, run_name="pretrain")
     data["model"].pop("encoder")  # the preset decides the sizes
     pt = PretrainConfig.from_dict(expand_preset(data, ("model", "encoder")))
-    key_config = {**pt.to_dict(), "features": features_key}
+    key_config = {**pt.to_dict(), "features": features_key, "manifest": splits[1]}
 
     def produce(folder: str) -> dict:
         summary = run_pretrain(pt, folder, ray_address)
@@ -272,8 +283,21 @@ def _teacher_params(params: dict[str, Any]) -> dict[str, Any]:
     return {**params, "generation": params["generation"] - 1}
 
 
+def _student_finetune(finetune: FinetuneConfig, overrides: list[str]) -> FinetuneConfig:
+    data = finetune.to_dict()
+    try:
+        for item in overrides:
+            apply_override(data, item)
+        return FinetuneConfig.from_dict(data)
+    except ConfigError as err:
+        raise ConfigError(f"student[{err.field}]", err.message) from None
+
+
 def _finetune_config(cfg: SweepConfig, up: Upstream, params: dict[str, Any]) -> FinetuneConfig:
-    data = cfg.finetune.to_dict()
+    finetune = (
+        _student_finetune(cfg.finetune, cfg.student) if params["generation"] else cfg.finetune
+    )
+    data = finetune.to_dict()
     data.update(
         features=up.features,
         manifest=storage.join(up.splits, f"labeled_{params['budget']}.parquet"),
@@ -310,7 +334,9 @@ def run_trial(params: dict[str, Any], cfg: SweepConfig, up: Upstream, out: str) 
             teacher, labels_out, label_cfg, manifest=storage.join(up.splits, "unlabeled.parquet")
         )
         ft = dataclasses.replace(
-            ft, pseudo_labels=partition(labels_out, "teacher", params["generation"])
+            ft,
+            pseudo_labels=partition(labels_out, "teacher", params["generation"]),
+            init=teacher if cfg.student_init == "teacher" else ft.init,
         )
         stages += ["label"]
         print(f"   {tid}: {labels.extra['kept']} pseudo-labels kept", flush=True)
