@@ -145,7 +145,7 @@ def run_on_shards(
                 "handler": handler,
                 "threads": pool.threads_per_replica,
             },
-            concurrency=min(pool.replicas, len(todo)),
+            compute=ray.data.ActorPoolStrategy(size=min(pool.replicas, len(todo))),
             num_cpus=pool.cpus_per_replica,
             num_gpus=gpus,
         )
