@@ -18,7 +18,6 @@ tells Ray's overhead from the hardware's. Prints audio hours per second and RTFx
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import shutil
 import time
@@ -26,24 +25,19 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
+from featurize import prepare_tts  # noqa: E402  (bench/ is the script's own folder)
+
 
 def teacher(work: Path, hours: float, shards: int) -> tuple[Path, str]:
     """(corpus folder, teacher checkpoint), made once per size under ``work``."""
     from bigssl.data.features import FeaturizeConfig
     from bigssl.stages.featurize import run_featurize
     from bigssl.stages.finetune import FinetuneConfig, run_finetune
-    from bigssl.stages.prepare import prepare_tts
     from bigssl.stages.tokenizer import tokenizer_main
 
     base = work / f"tts-{hours:g}h-{shards}"
     corpus, feats, tok, runs = base / "corpus", base / "features", base / "tok", base / "runs"
-    per_shard = max(1, math.ceil(hours * 3600 / 2.12 / shards))  # TTS queries average ~2.12 s
-    if not (corpus / "summary.json").exists():
-        prepare_tts(
-            str(corpus),
-            None,
-            [f"tts.hours={hours}", "tts.seed=9", f"utterances_per_shard={per_shard}"],
-        )
+    prepare_tts(corpus, hours, shards)  # bench/featurize.py's corpus recipe
     run_featurize(str(corpus), str(feats), FeaturizeConfig())  # restartable: a no-op when done
     if not (tok / "tokenizer.model").exists():
         tokenizer_main(

@@ -36,7 +36,6 @@ from bigssl.audio.features import FbankConfig
 from bigssl.audio.specaugment import SpecAugmentConfig
 from bigssl.config import Config, ConfigError, check, load_dict
 from bigssl.data.bucketing import BucketConfig
-from bigssl.data.features import shard_stem
 from bigssl.models import ConformerConfig, build_ctc_model, count_parameters, expand_preset
 from bigssl.models.parallelize import parallelize
 from bigssl.stages.runtime import init_ray
@@ -47,6 +46,7 @@ from bigssl.stages.trainer import (
     _Run,
     fit,
     quarantined_ids,
+    usable_rows,
     worker_loop,
 )
 from bigssl.summary import StageSummary
@@ -207,17 +207,7 @@ def select_rows(
     if table.num_rows == 0:
         raise ConfigError("manifest", f"{manifest} has no labeled rows")
     quarantined = quarantined_ids(features)
-    labeled: dict[str, str] = {}
-    seconds = 0.0
-    for uid, shard, duration in zip(
-        table.column("id").to_pylist(),
-        table.column("shard").to_pylist(),
-        table.column("duration_s").to_pylist(),
-        strict=True,
-    ):
-        if uid not in quarantined:
-            labeled[uid] = shard_stem(shard)
-            seconds += duration
+    labeled, hours = usable_rows(table, quarantined)
     pseudo: dict[str, str] = {}
     pseudo_shard: dict[str, str] = {}
     if pseudo_labels:
@@ -247,7 +237,7 @@ def select_rows(
         repeat_labeled=repeat_labeled,
         repeat_pseudo=repeat_pseudo,
     )
-    return selection, totals, seconds / 3600
+    return selection, totals, hours
 
 
 def fbank_config(features: str) -> dict[str, Any]:

@@ -117,28 +117,33 @@ def quarantined_ids(features: str) -> set[str]:
     return out
 
 
-def pool_selection(features: str, manifest: str) -> tuple[Selection, dict[str, int], float]:
-    """Every utterance a manifest lists (text or not) that has features: selection, rows
-    per shard, hours. Pre-training reads a split's pool this way, never its dev/test."""
-    table = storage.read_parquet(manifest)
-    skip = quarantined_ids(features)
-    totals: dict[str, int] = {}
-    ids: list[str] = []
+def usable_rows(manifest: pa.Table, skip: set[str]) -> tuple[dict[str, str], float]:
+    """{id: shard stem} of a manifest's rows not in ``skip`` (featurize's quarantine), and
+    their hours."""
+    rows: dict[str, str] = {}
     seconds = 0.0
     for uid, shard, duration in zip(
-        table.column("id").to_pylist(),
-        table.column("shard").to_pylist(),
-        table.column("duration_s").to_pylist(),
+        manifest.column("id").to_pylist(),
+        manifest.column("shard").to_pylist(),
+        manifest.column("duration_s").to_pylist(),
         strict=True,
     ):
         if uid not in skip:
-            stem = shard_stem(shard)
-            ids.append(uid)
-            totals[stem] = totals.get(stem, 0) + 1
+            rows[uid] = shard_stem(shard)
             seconds += duration
-    if not ids:
+    return rows, seconds / 3600
+
+
+def pool_selection(features: str, manifest: str) -> tuple[Selection, dict[str, int], float]:
+    """Every utterance a manifest lists (text or not) that has features: selection, rows
+    per shard, hours. Pre-training reads a split's pool this way, never its dev/test."""
+    rows, hours = usable_rows(storage.read_parquet(manifest), quarantined_ids(features))
+    if not rows:
         raise ValueError(f"manifest: {manifest} lists no utterance with features in {features}")
-    return Selection(ids=ids, shards=set(totals)), totals, seconds / 3600
+    totals: dict[str, int] = {}
+    for stem in rows.values():
+        totals[stem] = totals.get(stem, 0) + 1
+    return Selection(ids=list(rows), shards=set(totals)), totals, hours
 
 
 def _stem(uri: str) -> str:
