@@ -7,15 +7,8 @@ from pathlib import Path
 import pytest
 
 from bigssl.config import ConfigError
-from bigssl.stages.sweep import (
-    SweepConfig,
-    Upstream,
-    _finetune_config,
-    cached,
-    content_key,
-    plan_trials,
-    trial_id,
-)
+from bigssl.stages.sweep import SweepConfig, _finetune_config, plan_trials, trial_id
+from bigssl.stages.upstream import Upstream, cached, content_key
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 BUDGETS = ["1pct", "10pct", "100pct"]

@@ -3,12 +3,9 @@
 ``bigssl sweep --config configs/sweep-demo.yaml --corpus runs/tts --out runs/sweep``.
 
 Design decisions:
-- Upstream artifacts are computed once and shared by every trial: splits, one
-  feature pass, the tokenizer and one pre-training per preset live under
-  ``cache/<stage>-<key>/``, where the key hashes the stage's config and the keys
-  (or, for the corpus, the manifest bytes) of its inputs. A re-run, or another
-  sweep pointed at the same ``cache``, reuses them; a changed config makes a new
-  entry beside the old one.
+- Upstream artifacts (splits, features, tokenizer, one pre-training per preset)
+  are computed once, cached by content and shared by every trial
+  (:mod:`bigssl.stages.upstream`).
 - A trial is (recipe, budget, preset, seed). ``scratch`` and ``ssl`` fine-tune
   from a random or the pre-trained encoder; ``<init>+nst`` trains noisy students
   whose first teacher is the ``<init>`` trial of the same budget, preset and seed.
@@ -27,10 +24,7 @@ Design decisions:
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -38,14 +32,14 @@ from typing import Any, Literal
 from bigssl import storage
 from bigssl.config import Config, ConfigError, apply_override, check, load_dict
 from bigssl.data.features import FeaturizeConfig
-from bigssl.data.splits import SplitConfig, budget_label, write_splits
+from bigssl.data.splits import SplitConfig
 from bigssl.models import expand_preset
 from bigssl.results import append_results, make_row
 from bigssl.stages.evaluate import EvaluateConfig, run_evaluate
 from bigssl.stages.finetune import FinetuneConfig, run_finetune
 from bigssl.stages.label import LabelConfig, partition, run_label
-from bigssl.stages.pretrain import PretrainConfig, run_pretrain
-from bigssl.stages.tokenizer import run_tokenizer
+from bigssl.stages.pretrain import PretrainConfig
+from bigssl.stages.upstream import Upstream, build_upstream, content_key
 from bigssl.summary import NothingUsable, StageSummary
 from bigssl.text.tokenizer import TokenizerConfig
 
@@ -115,130 +109,6 @@ class SweepConfig(Config):
         expand_preset(data.get("pretrain", {}), ("model", "encoder"))
         expand_preset(data.get("finetune", {}))
         return cls.from_dict(data)
-
-
-# --- content-addressed upstream cache ----------------------------------------------------
-
-
-def content_key(*parts: Any) -> str:
-    """A short stable hash of JSON-able parts (configs and upstream keys)."""
-    blob = json.dumps(parts, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
-
-
-def cached(cache: str, stage: str, key: str, produce: Callable[[str], dict]) -> tuple[str, dict]:
-    """``produce(folder)`` once per (stage, key); later calls return the recorded result.
-
-    Every producer is itself restartable in place (featurize per shard, pre-training
-    from its checkpoint), so a crash before ``CACHED.json`` costs only the unfinished
-    part on the next run.
-    """
-    folder = storage.join(cache, f"{stage}-{key}")
-    marker = storage.join(folder, "CACHED.json")
-    if storage.exists(marker):
-        print(f"-- {stage}: reusing {folder}", flush=True)
-        return folder, storage.read_json(marker)["result"]
-    print(f"-- {stage} -> {folder}", flush=True)
-    result = produce(folder)
-    storage.write_json(marker, {"stage": stage, "key": key, "result": result})
-    return folder, result
-
-
-@dataclass
-class Upstream:
-    """What every trial shares: paths of the cached artifacts (plain data: it travels to trials)."""
-
-    corpus: str
-    splits: str
-    features: str
-    tokenizer: str
-    budgets: dict[str, float]  # budget label -> labeled hours of its manifest
-    pretrained: dict[str, str]  # preset -> pre-training checkpoint
-
-
-def build_upstream(cfg: SweepConfig, out: str, ray_address: str | None) -> Upstream:
-    manifest = storage.join(cfg.corpus, "manifest.parquet")
-    if not storage.exists(manifest):
-        raise FileNotFoundError(f"{manifest} (sweep.corpus must be a `bigssl prepare` output)")
-    cache = cfg.cache or storage.join(out, "cache")
-    corpus_key = hashlib.sha256(storage.read_bytes(manifest)).hexdigest()[:16]
-
-    split_key = content_key(cfg.split.to_dict(), corpus_key)
-    splits, split_info = cached(
-        cache, "split", split_key, lambda d: write_splits(manifest, d, cfg.split)
-    )
-    budgets = {
-        budget_label(cfg.split, i): split_info[f"labeled_{budget_label(cfg.split, i)}"]["hours"]
-        for i in range(len(cfg.split.hours or cfg.split.fractions))
-    }
-    _check_budgets(cfg.grid, budgets)
-
-    def featurize(folder: str) -> dict:
-        from bigssl.stages.featurize import run_featurize
-
-        summary = run_featurize(cfg.corpus, folder, cfg.featurize, ray_address)
-        summary.finish(folder)
-        return summary.to_dict()
-
-    features_key = content_key(cfg.featurize.to_dict(), corpus_key)
-    features, _ = cached(cache, "featurize", features_key, featurize)
-
-    largest = f"labeled_{list(budgets)[-1]}.parquet"
-
-    def tokenize(folder: str) -> dict:
-        # Trained on the largest budget's text: a text resource shared by every trial.
-        summary, _ = run_tokenizer(storage.join(splits, largest), folder, cfg.tokenizer)
-        return summary.finish(folder)
-
-    tokenizer_dir, _ = cached(
-        cache, "tokenizer", content_key(cfg.tokenizer.to_dict(), split_key), tokenize
-    )
-    pretrained = {}
-    if any(r.startswith("ssl") for r in cfg.grid.recipes):
-        for preset in cfg.grid.presets:
-            pretrained[preset] = _pretrain(
-                cfg, cache, preset, features, features_key, (splits, split_key), ray_address
-            )
-    return Upstream(
-        cfg.corpus,
-        splits,
-        features,
-        storage.join(tokenizer_dir, "tokenizer.model"),
-        budgets,
-        pretrained,
-    )
-
-
-def _check_budgets(grid: GridConfig, budgets: dict[str, float]) -> None:
-    for name, chosen in (("budgets", grid.budgets), ("nst_budgets", grid.nst_budgets)):
-        unknown = sorted(set(chosen) - set(budgets))
-        if unknown:
-            raise ConfigError(f"grid.{name}", f"{unknown} not among the split's {list(budgets)}")
-
-
-def _pretrain(
-    cfg: SweepConfig,
-    cache: str,
-    preset: str,
-    features: str,
-    features_key: str,
-    splits: tuple[str, str],
-    ray_address: str | None,
-) -> str:
-    data = cfg.pretrain.to_dict()
-    # The split's training pool: pre-training never hears the dev/test audio it is scored on.
-    pool = storage.join(splits[0], "unlabeled.parquet")
-    data.update(preset=preset, features=features, manifest=pool, run_name="pretrain")
-    data["model"].pop("encoder")  # the preset decides the sizes
-    pt = PretrainConfig.from_dict(expand_preset(data, ("model", "encoder")))
-    key_config = {**pt.to_dict(), "features": features_key, "manifest": splits[1]}
-
-    def produce(folder: str) -> dict:
-        summary = run_pretrain(pt, folder, ray_address)
-        return summary.finish(storage.join(folder, pt.run_name))
-
-    _, result = cached(cache, f"pretrain-{preset}", content_key(key_config), produce)
-    return result["checkpoint"]
 
 
 # --- trials ------------------------------------------------------------------------------
@@ -365,15 +235,7 @@ def run_trial(params: dict[str, Any], cfg: SweepConfig, up: Upstream, out: str) 
     scaling = ft.scaling
     per_worker = 1.0 if scaling.use_gpu else scaling.cpus_per_worker
     row = make_row(
-        sweep=cfg.name,
-        trial_id=tid,
-        recipe=params["recipe"],
-        init=params["init"],
-        nst_generations=params["generation"],
-        preset=params["preset"],
-        seed=params["seed"],
-        budget=params["budget"],
-        labeled_hours=up.budgets[params["budget"]],
+        **_trial_fields(cfg, up, params),
         stages=stages,
         scores=scores,
         steps=trained.extra["steps"],
@@ -384,6 +246,21 @@ def run_trial(params: dict[str, Any], cfg: SweepConfig, up: Upstream, out: str) 
     )
     storage.write_json(row_path, _jsonable(row))
     return storage.read_json(row_path)
+
+
+def _trial_fields(cfg: SweepConfig, up: Upstream, params: dict[str, Any]) -> dict[str, Any]:
+    """The results columns that say which trial a row is."""
+    return {
+        "sweep": cfg.name,
+        "trial_id": trial_id(params),
+        "recipe": params["recipe"],
+        "init": params["init"],
+        "nst_generations": params["generation"],
+        "preset": params["preset"],
+        "seed": params["seed"],
+        "budget": params["budget"],
+        "labeled_hours": up.budgets[params["budget"]],
+    }
 
 
 def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
@@ -400,15 +277,7 @@ def _tune_trial(config: dict[str, Any], cfg: dict, up: dict, out: str) -> None:
 
 def _failed_row(cfg: SweepConfig, up: Upstream, params: dict[str, Any], error: str) -> dict:
     return make_row(
-        sweep=cfg.name,
-        trial_id=trial_id(params),
-        recipe=params["recipe"],
-        init=params["init"],
-        nst_generations=params["generation"],
-        preset=params["preset"],
-        seed=params["seed"],
-        budget=params["budget"],
-        labeled_hours=up.budgets[params["budget"]],
+        **_trial_fields(cfg, up, params),
         status="failed",
         error=error[:2000],
         config={"trial": params},
