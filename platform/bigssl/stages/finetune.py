@@ -39,16 +39,8 @@ from bigssl.data.bucketing import BucketConfig
 from bigssl.models import ConformerConfig, build_ctc_model, count_parameters, expand_preset
 from bigssl.models.parallelize import parallelize
 from bigssl.stages.runtime import init_ray
-from bigssl.stages.trainer import (
-    LoopConfig,
-    ScalingSettings,
-    Selection,
-    _Run,
-    fit,
-    quarantined_ids,
-    usable_rows,
-    worker_loop,
-)
+from bigssl.stages.trainer import LoopConfig, ScalingSettings, _Run, fit, worker_loop
+from bigssl.stages.training_data import Selection, quarantined_ids, usable_rows
 from bigssl.summary import StageSummary
 from bigssl.text.tokenizer import Tokenizer
 from bigssl.training import checkpoint as ckpt

@@ -22,16 +22,8 @@ from bigssl.data.bucketing import BucketConfig
 from bigssl.models import SSLConfig, build_ssl_model_from_config, count_parameters, expand_preset
 from bigssl.models.parallelize import parallelize
 from bigssl.stages.runtime import init_ray
-from bigssl.stages.trainer import (
-    LoopConfig,
-    ScalingSettings,
-    _Run,
-    feature_hours,
-    fit,
-    pool_selection,
-    shard_totals,
-    worker_loop,
-)
+from bigssl.stages.trainer import LoopConfig, ScalingSettings, _Run, fit, worker_loop
+from bigssl.stages.training_data import feature_hours, pool_selection, shard_totals
 from bigssl.summary import StageSummary
 from bigssl.training.optim import OptimConfig, build_optimizer, build_scheduler
 from bigssl.training.step import Stepper
