@@ -24,6 +24,7 @@ from bigssl.stages.featurize import run_featurize
 from bigssl.stages.finetune import FinetuneConfig, run_finetune
 from bigssl.stages.label import LabelConfig, run_label
 from bigssl.stages.prepare import prepare_tts
+from bigssl.stages.pretrain import PretrainConfig, run_pretrain
 from bigssl.stages.split import run_split
 from bigssl.stages.student import StudentConfig, run_student
 from bigssl.stages.tokenizer import tokenizer_main
@@ -54,7 +55,8 @@ def asr(ray_session, tmp_path_factory):
         str(corpus / "manifest.parquet"),
         str(splits),
         None,
-        ["fractions=0.3,1", "test_hours=0.03", "seed=0"],
+        # Nested budgets: adding the 10 % subset leaves the 30 % and 100 % ones as they were.
+        ["fractions=0.1,0.3,1", "test_hours=0.03", "seed=0"],
     )
     run_featurize(str(corpus), str(features), FeaturizeConfig())
     tokenizer_main(
@@ -115,6 +117,75 @@ def test_evaluate_reaches_bound_and_equals_jiwer(asr):
     # Measured: 150 steps on 30 % of 0.3 h of TTS speech, 1 worker: CER 0.41-0.45, WER 0.85-0.9.
     assert summary.extra["cer"] < 0.6, summary.to_dict()
     assert summary.extra["wer"] < 1.0, summary.to_dict()
+
+
+def test_pretrained_init_beats_scratch_on_the_smallest_budget(asr):
+    """The paper's claim at toy scale: BEST-RQ on the unlabeled pool, then CTC on the
+    10 % budget (42 utterances, 97 s of speech); the pre-trained init has the lower
+    CER after the same fine-tuning steps, same data, same seed."""
+    root, splits = asr["root"], asr["splits"]
+    single = ["scaling.num_workers=1", "scaling.cpus_per_worker=1", "scaling.threads_per_worker=2"]
+    pretrain_cfg = PretrainConfig.load(
+        None,
+        [
+            *single,
+            "scaling.strategy=ddp",
+            f"features={asr['features']}",
+            f"manifest={splits / 'unlabeled.parquet'}",
+            "preset=tiny",
+            "model.objective=bestrq",
+            # 8192 codes (the paper's) made the init worse than scratch at this size
+            # (0.27 h seen 33 times); 128-512 codes helped. Measured in plain loops.
+            "model.bestrq.codebook_size=512",
+            "optim.peak_lr=1e-3",
+            "optim.warmup_steps=50",
+            "bucket.max_frames=3000",
+            "train.max_steps=300",
+            "train.log_every=50",
+            "train.checkpoint_every=300",
+            "run_name=ssl",
+        ],
+    )
+    pretrained = run_pretrain(pretrain_cfg, str(root / "ssl-runs"))
+    assert pretrained.extra["steps"] == 300
+
+    cer = {}
+    for name, init in (("scratch", ""), ("ssl", pretrained.extra["checkpoint"])):
+        cfg = FinetuneConfig.load(
+            None,
+            [
+                *single,
+                "scaling.strategy=ddp",
+                "preset=tiny",
+                f"features={asr['features']}",
+                f"manifest={splits / 'labeled_10pct.parquet'}",
+                f"tokenizer={root / 'tok' / 'tokenizer.model'}",
+                f"init={init}",
+                "optim.peak_lr=2e-3",  # the demo sweep's fine-tuning recipe
+                "optim.warmup_steps=50",
+                "head_lr=4e-3",
+                "head_warmup_steps=25",
+                "specaugment.freq_masks=2",
+                "specaugment.time_masks=2",
+                "bucket.max_frames=3000",
+                "train.max_steps=50",
+                "train.checkpoint_every=50",
+                f"run_name=budget10-{name}",
+            ],
+        )
+        tuned = run_finetune(cfg, str(root / "ssl-runs"))
+        assert (tuned.extra["init"] != "scratch") == bool(init)
+        scored = run_evaluate(
+            tuned.extra["checkpoint"],
+            str(splits / "test.parquet"),
+            str(root / "ssl-eval" / name),
+            EvaluateConfig.load(None, POOL),
+        )
+        cer[name] = scored.extra["cer"]
+    # Measured here under Ray Train: scratch CER 0.889, pre-trained 0.763 (WER 0.997 both:
+    # 50 steps on 97 s of speech spell letters, not yet words). In plain loops with other
+    # batch orders: scratch 0.675, pre-trained 0.625-0.648 (codebooks 128-512, 300-600 steps).
+    assert cer["ssl"] < cer["scratch"], cer
 
 
 def _label_cli(teacher: str, manifest: str, out: Path, *extra: str) -> subprocess.Popen:
