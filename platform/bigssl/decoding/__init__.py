@@ -1,4 +1,5 @@
-"""CTC decoding (greedy, beam search with an optional KenLM) and hypothesis confidences (no Ray)."""
+"""CTC decoding (greedy, beam search with an optional KenLM), RNN-T greedy decoding, and
+hypothesis confidences (no Ray)."""
 
 from bigssl.decoding.ctc import (
     BeamDecoder,
@@ -13,12 +14,14 @@ from bigssl.decoding.ctc import (
     make_decoder,
     repetition_ratio,
 )
+from bigssl.decoding.rnnt import RNNTGreedyDecoder, rnnt_greedy_decode
 
 __all__ = [
     "BeamDecoder",
     "DecoderConfig",
     "GreedyDecoder",
     "Hypothesis",
+    "RNNTGreedyDecoder",
     "alignment_logprob",
     "beam_available",
     "build_decoder",
@@ -26,4 +29,5 @@ __all__ = [
     "is_blank_only",
     "make_decoder",
     "repetition_ratio",
+    "rnnt_greedy_decode",
 ]

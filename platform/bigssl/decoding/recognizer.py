@@ -1,4 +1,4 @@
-"""A fine-tuned checkpoint as a recogniser: shard samples -> features -> CTC -> text (no Ray).
+"""A fine-tuned checkpoint as a recogniser: shard samples -> features -> CTC/RNN-T -> text (no Ray).
 
 Used by evaluation and by the pseudo-labeling teacher, in a plain loop or inside a
 Ray Data actor (one :class:`Recognizer` per replica loads the checkpoint once).
@@ -11,10 +11,14 @@ Design decisions:
   length and cut under ``max_frames`` padded frames, so padding stays small and
   memory is bounded whatever the shard holds.
 - On CUDA the forward runs under bf16 autocast; log-probs are float32.
+- The checkpoint's head picks the search: CTC (greedy, or beam when asked and
+  available) or RNN-T (greedy; asking an RNN-T checkpoint for beam warns and decodes
+  greedily). ``decoder.kind`` says what actually ran.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -31,9 +35,12 @@ from bigssl.data.bucketing import collate_features
 from bigssl.data.features import FeaturizeConfig, featurize_sample, shard_stem
 from bigssl.data.shards import ShardError, iter_shard
 from bigssl.decoding.ctc import Hypothesis, make_decoder
-from bigssl.models import ConformerConfig, build_ctc_model
+from bigssl.decoding.rnnt import RNNTGreedyDecoder
+from bigssl.models import asr_model_from_meta
 from bigssl.text.tokenizer import Tokenizer
 from bigssl.training import checkpoint as ckpt
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -66,25 +73,30 @@ class Recognizer:
         self.tokenizer = Tokenizer.from_bytes(
             storage.read_bytes(storage.join(checkpoint, "tokenizer.model"))
         )
-        model = build_ctc_model(
-            ConformerConfig.from_dict(self.meta["encoder"]), self.meta["vocab_size"]
-        )
+        model = asr_model_from_meta(self.meta)
         ckpt.load_model_weights(checkpoint, model)
         self.model = model.to(self.device).eval()
-        self.decoder = make_decoder(
-            cfg.decoder,
-            self.tokenizer,
-            beam_size=cfg.beam_size,
-            lm_path=cfg.lm or None,
-            lm_weight=cfg.lm_weight,
-        )
+        self.head = self.meta.get("head", "ctc")
+        if self.head == "rnnt":
+            if cfg.decoder != "greedy" or cfg.lm:
+                log.warning("RNN-T beam search and LMs are not built; decoding greedily")
+            self.decoder = RNNTGreedyDecoder()
+        else:
+            self.decoder = make_decoder(
+                cfg.decoder,
+                self.tokenizer,
+                beam_size=cfg.beam_size,
+                lm_path=cfg.lm or None,
+                lm_weight=cfg.lm_weight,
+            )
         self.featurize_cfg = FeaturizeConfig(
             fbank=FbankConfig.from_dict(self.meta.get("fbank", {})), audio_key=cfg.audio_key
         )
         self.fbank = Fbank(self.featurize_cfg.fbank)
 
     @torch.inference_mode()
-    def log_probs(self, batch: dict[str, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    def hypotheses(self, batch: dict[str, np.ndarray]) -> list[Hypothesis]:
+        """A collated batch -> one hypothesis per row, in batch order."""
         feats = torch.as_tensor(batch["feats"]).to(self.device)
         lengths = torch.as_tensor(batch["lengths"]).to(self.device)
         autocast = (
@@ -93,8 +105,10 @@ class Recognizer:
             else nullcontext()
         )
         with autocast:
+            if isinstance(self.decoder, RNNTGreedyDecoder):
+                return self.decoder.decode(self.model, feats, lengths)
             log_probs, out_lengths = self.model(feats, lengths)
-        return log_probs.float().cpu(), out_lengths.cpu()
+        return self.decoder.decode(log_probs.float().cpu(), out_lengths.cpu())
 
     def batches(self, rows: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
         """Rows sorted by length, cut so that each batch pads to at most ``max_frames``."""
@@ -115,9 +129,8 @@ class Recognizer:
         """Feature rows -> (row, hypothesis, text) per row, in length order."""
         out = []
         for batch_rows in self.batches(rows):
-            log_probs, out_lengths = self.log_probs(collate_features(batch_rows))
             for row, hyp in zip(
-                batch_rows, self.decoder.decode(log_probs, out_lengths), strict=True
+                batch_rows, self.hypotheses(collate_features(batch_rows)), strict=True
             ):
                 out.append((row, hyp, self.tokenizer.decode(hyp.tokens)))
         return out

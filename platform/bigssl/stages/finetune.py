@@ -1,4 +1,4 @@
-"""CTC fine-tuning stage: a (pre-trained) Conformer becomes a recogniser on a label budget.
+"""Fine-tuning stage: a (pre-trained) Conformer becomes a CTC or RNN-T recogniser on a label budget.
 
 ``bigssl finetune --config configs/finetune-tiny.yaml --out runs/ft [key=value ...]``
 with ``features=`` (a featurize output), ``manifest=`` (a label-budget manifest from
@@ -9,6 +9,9 @@ Design decisions:
 - The same Ray Train loop, checkpoints and resume as pre-training
   (:mod:`bigssl.stages.trainer`); the manifest selects rows of the shared feature
   pass, so every budget and every trial reuses one featurize output.
+- ``head=ctc`` (default) or ``head=rnnt`` (the paper's decoder: prediction network +
+  joiner, sized by ``rnnt.*``); both train, checkpoint, evaluate and pseudo-label
+  through the same code.
 - Encoder and head are separate parameter groups with their own peak LR and
   warm-up (BigSSL: encoder 3e-4 / 5 k, head 1e-3 / 1.5 k); the encoder can be
   frozen for the first ``freeze_encoder_steps``.
@@ -36,7 +39,14 @@ from bigssl.audio.features import FbankConfig
 from bigssl.audio.specaugment import SpecAugmentConfig
 from bigssl.config import Config, ConfigError, check, load_dict
 from bigssl.data.bucketing import BucketConfig
-from bigssl.models import ConformerConfig, build_ctc_model, count_parameters, expand_preset
+from bigssl.models import (
+    ConformerConfig,
+    RNNTConfig,
+    build_asr_model,
+    count_parameters,
+    expand_preset,
+)
+from bigssl.models.asr import Head
 from bigssl.models.parallelize import parallelize
 from bigssl.stages.runtime import init_ray
 from bigssl.stages.trainer import LoopConfig, ScalingSettings, _Run, fit, worker_loop
@@ -66,7 +76,9 @@ class FinetuneConfig(Config):
     preset: str = ""  # encoder preset when training from scratch; encoder.* overrides it
     encoder: ConformerConfig = field(default_factory=ConformerConfig)  # from scratch only
     optim: OptimConfig = field(default_factory=_finetune_optim)  # encoder group (BigSSL)
-    head_lr: float = 1e-3  # peak LR of the CTC head
+    head: Head = "ctc"  # ctc (a linear layer) or rnnt (prediction network + joiner)
+    rnnt: RNNTConfig = field(default_factory=RNNTConfig)  # sizes when head=rnnt
+    head_lr: float = 1e-3  # peak LR of the head
     head_warmup_steps: int = 1500  # warm-up of the CTC head
     freeze_encoder_steps: int = 0  # encoder gradients dropped for the first N steps
     specaugment: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
@@ -144,7 +156,7 @@ def _train_worker(config: dict[str, Any]) -> None:
     torch.manual_seed(cfg.train.seed + rank)
     device = ray.train.torch.get_device()
     torch.set_num_threads(cfg.scaling.torch_threads())
-    model = build_ctc_model(encoder_cfg, tokenizer.vocab_size, cfg.specaugment)
+    model = build_asr_model(encoder_cfg, tokenizer.vocab_size, cfg.head, cfg.rnnt, cfg.specaugment)
     if config["init_checkpoint"]:
         load_encoder_weights(model.encoder, config["init_checkpoint"])
     model = parallelize(model, cfg.scaling.strategy, device)
@@ -255,6 +267,8 @@ def run_finetune(cfg: FinetuneConfig, out: str, ray_address: str | None = None) 
         "config": cfg.to_dict(),
         "encoder": encoder_cfg.to_dict(),
         "vocab_size": tokenizer.vocab_size,
+        "head": cfg.head,
+        "rnnt": cfg.rnnt.to_dict(),
         "fbank": fbank_config(cfg.features),
         "init": init_checkpoint,
         "labeled_hours": hours,
@@ -282,7 +296,9 @@ def run_finetune(cfg: FinetuneConfig, out: str, ray_address: str | None = None) 
         raise RuntimeError(f"fine-tuning failed: {result.error}") from result.error
     metrics = result.metrics or {}
     with torch.device("meta"):
-        params = count_parameters(build_ctc_model(encoder_cfg, tokenizer.vocab_size))
+        params = count_parameters(
+            build_asr_model(encoder_cfg, tokenizer.vocab_size, cfg.head, cfg.rnnt)
+        )
     rows = len(selection.ids)
     return StageSummary(
         "finetune" if not cfg.pseudo_labels else "student",
@@ -294,6 +310,7 @@ def run_finetune(cfg: FinetuneConfig, out: str, ray_address: str | None = None) 
             "steps": int(metrics.get("step", 0)),
             "loss": metrics.get("loss"),
             "init": init_checkpoint or "scratch",
+            "head": cfg.head,
             "labeled_rows": rows - len(selection.pseudo),
             "pseudo_rows": len(selection.pseudo),
             "repeats": [selection.repeat_labeled, selection.repeat_pseudo],
