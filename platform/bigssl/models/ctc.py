@@ -26,8 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bigssl.audio.specaugment import SpecAugment, SpecAugmentConfig
-from bigssl.models.conformer import ConformerConfig, ConformerEncoder, normalize_per_utterance
+from bigssl.audio.specaugment import SpecAugmentConfig
+from bigssl.models.base import EncoderWithHead
+from bigssl.models.conformer import ConformerConfig, ConformerEncoder
 
 BLANK_ID = 0
 
@@ -39,33 +40,17 @@ class CTCHead(nn.Linear):
         super().__init__(d_model, vocab_size)
 
 
-class CTCModel(nn.Module):
+class CTCModel(EncoderWithHead):
     """Encoder + CTC head: features (B, T, F) -> log-probs (B, T', V), out_lengths (B,).
 
     With ``targets`` the forward returns the training dict (``loss``, ``frames``).
     """
 
-    def __init__(
-        self,
-        encoder: nn.Module,
-        head: nn.Module,
-        specaugment: SpecAugmentConfig | None = None,
-        normalize_input: bool = True,
-    ):
-        super().__init__()
-        self.encoder = encoder
-        self.head = head
-        self.specaugment = SpecAugment(specaugment or SpecAugmentConfig(0, 0, 0, 0.0))
-        self.normalize_input = normalize_input
-
     def log_probs(
         self, features: torch.Tensor, lengths: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """features (B, T, F), lengths (B,) -> log_probs (B, T', V) float32, out_lengths (B,)."""
-        if self.normalize_input:
-            features = normalize_per_utterance(features, lengths)
-        features = self.specaugment(features, lengths)
-        encoded, out_lengths = self.encoder(features, lengths)
+        encoded, out_lengths = self.encode(features, lengths)
         return torch.log_softmax(self.head(encoded).float(), dim=-1), out_lengths
 
     def forward(

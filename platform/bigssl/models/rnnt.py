@@ -33,9 +33,10 @@ import torch
 from torch import nn
 from torchaudio.functional import rnnt_loss
 
-from bigssl.audio.specaugment import SpecAugment, SpecAugmentConfig
+from bigssl.audio.specaugment import SpecAugmentConfig
 from bigssl.config import Config, check
-from bigssl.models.conformer import ConformerConfig, ConformerEncoder, normalize_per_utterance
+from bigssl.models.base import EncoderWithHead
+from bigssl.models.conformer import ConformerConfig, ConformerEncoder
 from bigssl.models.ctc import ctc_loss
 
 BLANK_ID = 0
@@ -112,31 +113,9 @@ class RNNTHead(nn.Module):
         self.ctc = nn.Linear(d_model, vocab_size) if cfg.ctc_weight > 0 else None
 
 
-class RNNTModel(nn.Module):
+class RNNTModel(EncoderWithHead):
     """Encoder + RNN-T head. ``encode`` gives (encoded, out_lengths) for decoding; with
     ``targets``, ``forward`` returns the training dict (``loss``)."""
-
-    def __init__(
-        self,
-        encoder: nn.Module,
-        head: RNNTHead,
-        specaugment: SpecAugmentConfig | None = None,
-        normalize_input: bool = True,
-    ):
-        super().__init__()
-        self.encoder = encoder
-        self.head = head
-        self.specaugment = SpecAugment(specaugment or SpecAugmentConfig(0, 0, 0, 0.0))
-        self.normalize_input = normalize_input
-
-    def encode(
-        self, features: torch.Tensor, lengths: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """features (B, T, F), lengths (B,) -> encoded (B, T', D), out_lengths (B,)."""
-        if self.normalize_input:
-            features = normalize_per_utterance(features, lengths)
-        features = self.specaugment(features, lengths)
-        return self.encoder(features, lengths)
 
     def forward(
         self,
