@@ -14,8 +14,9 @@ cost around them (Ray Data start-up, replicas importing torch and loading the
 checkpoint, the run-wide filter), and **parallel efficiency = b / (cores x a)** last.
 
 The default is 4 h: a labeling run lasts hours, and (a) does not pay its model load
-inside the timer while (b) pays ~7 s of start-up. Measured here: 2 h -> b 37.6 s,
-efficiency 0.807; 4 h -> 68.0 s, 0.899; the marginal 2 h cost 30.4 s = 2 x a's rate.
+inside the timer while (b) pays 4-7 s of start-up. Measured here: 2 h -> b 37.6 s,
+efficiency 0.807; 4 h -> 68.0 s, 0.899 (four runs: 0.833-0.914); the marginal 2 h
+cost 30.4 s, 2 x a's rate.
 
     python bench/label.py                 # 4 h of TTS speech in 32 shards
     python bench/label.py --hours 2 --shards 16

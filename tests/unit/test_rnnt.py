@@ -57,7 +57,7 @@ def path_nll(model: RNNTModel, features, lengths, tokens: list[int]) -> float:
         return float(
             rnnt_loss(
                 logits,
-                torch.tensor([tokens], dtype=torch.int32).reshape(1, len(tokens)),
+                torch.tensor([tokens], dtype=torch.int32),
                 out_lengths.int(),
                 torch.tensor([len(tokens)], dtype=torch.int32),
                 blank=0,

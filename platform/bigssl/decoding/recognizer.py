@@ -76,8 +76,7 @@ class Recognizer:
         model = asr_model_from_meta(self.meta)
         ckpt.load_model_weights(checkpoint, model)
         self.model = model.to(self.device).eval()
-        self.head = self.meta.get("head", "ctc")
-        if self.head == "rnnt":
+        if self.meta.get("head", "ctc") == "rnnt":
             if cfg.decoder != "greedy" or cfg.lm:
                 log.warning("RNN-T beam search and LMs are not built; decoding greedily")
             self.decoder = RNNTGreedyDecoder()

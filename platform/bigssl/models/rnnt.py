@@ -37,9 +37,7 @@ from bigssl.audio.specaugment import SpecAugmentConfig
 from bigssl.config import Config, check
 from bigssl.models.base import EncoderWithHead
 from bigssl.models.conformer import ConformerConfig, ConformerEncoder
-from bigssl.models.ctc import ctc_loss
-
-BLANK_ID = 0
+from bigssl.models.ctc import BLANK_ID, ctc_loss
 
 
 @dataclass

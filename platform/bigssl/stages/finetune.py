@@ -79,7 +79,7 @@ class FinetuneConfig(Config):
     head: Head = "ctc"  # ctc (a linear layer) or rnnt (prediction network + joiner)
     rnnt: RNNTConfig = field(default_factory=RNNTConfig)  # sizes when head=rnnt
     head_lr: float = 1e-3  # peak LR of the head
-    head_warmup_steps: int = 1500  # warm-up of the CTC head
+    head_warmup_steps: int = 1500  # warm-up of the head
     freeze_encoder_steps: int = 0  # encoder gradients dropped for the first N steps
     specaugment: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
     bucket: BucketConfig = field(default_factory=BucketConfig)
