@@ -33,7 +33,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-from featurize import prepare_tts  # noqa: E402  (bench/ is the script's own folder)
+from featurize import per_shard_for, prepare_tts  # noqa: E402  (bench/ is the script's own folder)
 
 
 def teacher(work: Path, hours: float, shards: int) -> tuple[Path, str]:
@@ -45,7 +45,7 @@ def teacher(work: Path, hours: float, shards: int) -> tuple[Path, str]:
 
     base = work / f"tts-{hours:g}h-{shards}"
     corpus, feats, tok, runs = base / "corpus", base / "features", base / "tok", base / "runs"
-    prepare_tts(corpus, hours, shards)  # bench/featurize.py's corpus recipe
+    prepare_tts(corpus, hours, per_shard_for(hours, shards))  # bench/featurize.py's recipe
     run_featurize(str(corpus), str(feats), FeaturizeConfig())  # restartable: a no-op when done
     if not (tok / "tokenizer.model").exists():
         tokenizer_main(
