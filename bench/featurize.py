@@ -6,7 +6,7 @@
     which also writes feature parquet, quarantine and done markers.
 Prints hours of audio per second for both, peak RSS (driver + Ray workers) at 1x
 and 10x the shard count, and **parallel efficiency = b / (cores x a)** last: the
-median over alternating (a)/(b) pairs, because this VM's speed drifts between runs.
+median over alternating (a)/(b)/(c) repeats, because this VM's speed drifts between runs.
 (c) runs ``cores`` plain processes of (a) at once, no Ray: the machine's own ceiling.
 
 Where (b) loses to (c), from task timestamps and per-process CPU on 2 h in 16 shards:
@@ -198,8 +198,8 @@ def main() -> None:
     warm = work / "warm"  # start Ray's worker processes before timing: steady state, not start-up
     platform(_subset(shards_dir, work / "warm-shards", shards[:cores]), warm)
 
-    # This VM's speed drifts by ~20 % over minutes, so (a) and (b) alternate and each
-    # pair gives one efficiency; the median of the pairs is the figure.
+    # This VM's speed drifts by ~20 % over minutes, so (a), (b) and (c) alternate and each
+    # repeat gives one efficiency; the median of the repeats is the figure.
     pairs, ceilings = [], []
     for i in range(args.repeats):
         audio_a, wall_a = baseline(shards)
