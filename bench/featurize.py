@@ -240,7 +240,7 @@ def main() -> None:
     print(f"machine ceiling (median): {statistics.median(ceilings):.3f}")
     print(
         f"parallel efficiency = b / (cores x a) = {statistics.median(pairs):.3f} "
-        f"(median of {len(pairs)} pairs: {', '.join(f'{p:.3f}' for p in pairs)})"
+        f"(median of {len(pairs)} repeats: {', '.join(f'{p:.3f}' for p in pairs)})"
     )
 
 
