@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+import torchaudio
 import torchaudio.compliance.kaldi as kaldi
 
 from bigssl.audio import AudioError, Fbank, FbankConfig, decode_audio, encode_flac
@@ -26,6 +27,21 @@ def test_fbank_matches_torchaudio_reference_on_decoded_flac():
         dither=0.0,
         energy_floor=0.0,
         sample_frequency=ref_rate,
+    ).numpy()
+    assert ours.shape == reference.shape == (FbankConfig().num_frames(1.0), 80)
+    np.testing.assert_allclose(ours, reference, rtol=1e-4, atol=1e-3)
+
+
+def test_resampled_fbank_matches_torchaudio_and_leaves_onednn_as_it_was():
+    rng = np.random.default_rng(1)
+    audio = np.clip(tone(440, 22050) + 0.05 * rng.standard_normal(22050), -1, 1)
+    audio = audio.astype(np.float32)
+    torch.backends.mkldnn.enabled = True
+    ours = Fbank().extract(audio, 22050)  # resamples with oneDNN off (ATen's conv is faster)
+    assert torch.backends.mkldnn.enabled
+    wave = torchaudio.functional.resample(torch.from_numpy(audio), 22050, 16000)
+    reference = kaldi.fbank(
+        wave.unsqueeze(0) * 32768.0, num_mel_bins=80, dither=0.0, energy_floor=0.0
     ).numpy()
     assert ours.shape == reference.shape == (FbankConfig().num_frames(1.0), 80)
     np.testing.assert_allclose(ours, reference, rtol=1e-4, atol=1e-3)
