@@ -51,6 +51,24 @@ def test_rerun_after_a_crash_finishes_only_the_missing_shards(ray_session, tmp_p
     assert sorted(ids) == sorted(f"s{s}u{i}" for s in range(4) for i in range(5))
 
 
+def test_a_shard_that_fails_after_its_row_fails_the_stage(ray_session, tmp_path):
+    # Each task yields its row before it works (to save an executor poll per shard);
+    # an unexpected error after that row must still fail the run, not pass unnoticed.
+    for s in range(3):
+        write_tar(
+            tmp_path / f"shards/s{s}.tar",
+            [(f"s{s}u{i}", sample_fields(f"s{s}u{i}", 0.5)) for i in range(3)],
+        )
+    out = tmp_path / "out"
+    (out / "features/s1.parquet").mkdir(parents=True)  # s1's output cannot be written
+    with pytest.raises(Exception, match="IsADirectoryError"):
+        run_featurize(str(tmp_path / "shards"), str(out), FeaturizeConfig())
+    assert not (out / "done/s1.json").exists()
+    shutil.rmtree(out / "features/s1.parquet")
+    summary = run_featurize(str(tmp_path / "shards"), str(out), FeaturizeConfig())
+    assert summary.used == 9 and (out / "done/s1.json").exists()
+
+
 def test_feature_stream_yields_bucketed_padded_batches(ray_session, tmp_path):
     rng = np.random.default_rng(0)
     for s in range(3):
