@@ -9,13 +9,13 @@ and 10x the shard count, and **parallel efficiency = b / (cores x a)** last: the
 median over alternating (a)/(b)/(c) repeats, because this VM's speed drifts between runs.
 (c) runs ``cores`` plain processes of (a) at once, no Ray: the machine's own ceiling.
 
-Where (b) loses to (c), from task timestamps and per-process CPU on 2 h in 16 shards:
-Ray Data's executor polls its tasks every 0.1 s, so a core idles ~0.2 s between
-shards (plain Ray tasks on the same shards: 3 ms) and the second task starts ~1 s
-late; the driver's executor spends ~0.7 s of CPU; writing parquet, quarantine and
-markers adds ~4-8 % of in-task CPU that the loop does not spend. Hence the default
-shard size is what ``bigssl prepare`` writes (500 utterances, ~18 min of TTS, ~8 s
-per core), where the gap is ~3 % of a task rather than ~10 % on 2 s shards.
+Where (b) loses to (c), from task timestamps and per-process CPU on these 14 shards:
+the second task starts ~1 s late (Ray Data learns the cluster's CPUs asynchronously);
+Ray Data's executor polls its tasks every 0.1 s, so a core idles ~0.05 s between
+shards (tasks yield their row first; ~0.18 s before); the driver's executor spends
+~0.6 s of CPU; writing parquet, quarantine and markers adds ~5-10 % of in-task CPU
+that the loop does not spend. Resampling runs with oneDNN off (3x faster), so a
+500-utterance shard is ~1.5 s per core and these fixed costs weigh more than before.
 
     python bench/featurize.py                       # 4 h of the embedded TTS corpus
     python bench/featurize.py --hours 2 --per-shard 213   # 16 small shards

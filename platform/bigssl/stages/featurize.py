@@ -8,9 +8,10 @@ them serially. Why tasks, not an actor pool: task workers stay warm
 across runs (an actor pool pays ~2.8 s of torch import per run on 2 cores), and
 with Ray Data's per-operator reservation off (see ``_no_op_reservation``) launches
 are not throttled. What remains is the executor's polling: it checks its tasks every
-0.1 s, so a core idles ~0.2 s between shards. A shard should therefore carry seconds
-of work, as ``bigssl prepare``'s 500 utterances do (~8 s per core here; ~3 % lost),
-not ~2 s (~10 % lost; see bench/featurize.py).
+0.1 s. Tasks yield their row first (``_featurize_batch``), so a core idles ~0.05 s
+between shards rather than ~0.17 s, plus ~1 s before the second task starts (Ray
+Data learns the cluster's CPUs asynchronously). A shard should still carry seconds
+of work, as ``bigssl prepare``'s 500 utterances do (~1.5 s per core here).
 """
 
 from __future__ import annotations
