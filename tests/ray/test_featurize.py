@@ -13,6 +13,15 @@ from corpora import fault_shards, sample_fields, write_tar
 pytestmark = pytest.mark.ray
 
 
+def small_shards(folder, shards: int, per_shard: int) -> None:
+    """Clean shards s0, s1, ... of ``per_shard`` half-second utterances s<shard>u<i>."""
+    for s in range(shards):
+        write_tar(
+            folder / f"s{s}.tar",
+            [(f"s{s}u{i}", sample_fields(f"s{s}u{i}", 0.5)) for i in range(per_shard)],
+        )
+
+
 def test_fault_shards_quarantine_with_reasons_and_keep_what_is_readable(ray_session, tmp_path):
     expected = fault_shards(tmp_path / "shards")
     summary = run_featurize(str(tmp_path / "shards"), str(tmp_path / "out"), FeaturizeConfig())
@@ -33,11 +42,7 @@ def test_fault_shards_quarantine_with_reasons_and_keep_what_is_readable(ray_sess
 
 
 def test_rerun_after_a_crash_finishes_only_the_missing_shards(ray_session, tmp_path):
-    for s in range(4):
-        write_tar(
-            tmp_path / f"shards/s{s}.tar",
-            [(f"s{s}u{i}", sample_fields(f"s{s}u{i}", 0.5)) for i in range(5)],
-        )
+    small_shards(tmp_path / "shards", shards=4, per_shard=5)
     out = tmp_path / "out"
     run_featurize(str(tmp_path / "shards"), str(out), FeaturizeConfig())
     # Simulate a crash that lost shard s2's work: its marker and outputs never landed.
@@ -54,11 +59,7 @@ def test_rerun_after_a_crash_finishes_only_the_missing_shards(ray_session, tmp_p
 def test_a_shard_that_fails_after_its_row_fails_the_stage(ray_session, tmp_path):
     # Each task yields its row before it works (to save an executor poll per shard);
     # an unexpected error after that row must still fail the run, not pass unnoticed.
-    for s in range(3):
-        write_tar(
-            tmp_path / f"shards/s{s}.tar",
-            [(f"s{s}u{i}", sample_fields(f"s{s}u{i}", 0.5)) for i in range(3)],
-        )
+    small_shards(tmp_path / "shards", shards=3, per_shard=3)
     out = tmp_path / "out"
     (out / "features/s1.parquet").mkdir(parents=True)  # s1's output cannot be written
     with pytest.raises(Exception, match="IsADirectoryError"):
