@@ -67,7 +67,7 @@ class Fbank:
             self._resamplers[sample_rate] = AT.Resample(sample_rate, self.cfg.sample_rate)
         # Resample is one strided conv1d over the whole utterance. oneDNN's conv was 3x
         # slower than ATen's own kernel on it (it builds a primitive for every new input
-        # length, and every utterance has a new length): 42 % -> ~15 % of a TTS shard's
+        # length, and every utterance has a new length): 42 % -> ~16 % of a TTS shard's
         # CPU. Outputs agree to float rounding (3e-8). Only the enabled flag is touched,
         # restored on exit.
         with torch.backends.mkldnn.flags(

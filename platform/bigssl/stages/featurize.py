@@ -63,8 +63,8 @@ def _featurize_batch(
 @contextlib.contextmanager
 def _no_op_reservation() -> Iterator[None]:
     """Ray Data reserves part of the CPUs per operator; with a one-operator plan that
-    only throttled launches (the second task started ~1 s late and each next task
-    ~0.17 s after the last ended). Safe here: a single map over in-memory items
+    only throttled launches (each next task started later after the last ended; the
+    ~1 s late second task that remains is Ray Data's asynchronous CPU count). Safe here: a single map over in-memory items
     cannot starve another operator. Restored afterwards for the caller's pipelines."""
     ctx = ray.data.DataContext.get_current()
     previous = ctx.op_resource_reservation_enabled
