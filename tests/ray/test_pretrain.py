@@ -1,6 +1,7 @@
 """Pre-training on Ray Train with 2 CPU workers: FSDP2 and DDP, both objectives, fault and resume."""
 
 import json
+import math
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -37,26 +38,28 @@ def mean_loss(rows: list[dict]) -> float:
 
 
 @pytest.mark.parametrize("strategy", ["fsdp", "ddp"])
-@pytest.mark.parametrize("objective", ["wav2vec2", "bestrq"])
-def test_loss_falls_for_each_strategy_and_objective(tts_features, tmp_path, strategy, objective):
+def test_bestrq_loss_falls_under_each_strategy(tts_features, tmp_path, strategy):
+    """The strategies under Ray Train with BEST-RQ, whose loss falls clearly in 12 steps.
+
+    wav2vec 2.0 runs under Ray Train in the fault test below (FSDP2, its codebook
+    checked there); that its loss falls is shown in a plain loop in
+    tests/unit/test_models.py. Its 12-step fall under two workers was 1.5-2 %, too
+    close to run-to-run noise for a bound here: the batch each worker gets depends
+    on Ray Data's streaming split, and a 1 % bound failed once in a full suite.
+    """
     _, summary, metrics = pretrain(
         tts_features,
         tmp_path,
         "train.max_steps=12",
         "train.checkpoint_every=12",
         f"scaling.strategy={strategy}",
-        f"model.objective={objective}",
+        "model.objective=bestrq",
     )
     assert [r["step"] for r in metrics] == list(range(1, 13)) and summary.extra["steps"] == 12
     first, last = mean_loss(metrics[:3]), mean_loss(metrics[-3:])
-    # Bounds from measurement (12 steps, 2 workers): BEST-RQ fell 16-20 %; wav2vec2
-    # 1.5-2 %, mostly its diversity term: the contrastive task starts slowly.
-    assert last < (0.99 if objective == "wav2vec2" else 0.9) * first, (first, last)
+    # Measured (12 steps, 2 workers): BEST-RQ fell 16-20 %.
+    assert last < 0.9 * first, (first, last)
     assert all(r["audio_hours_per_s"] > 0 for r in metrics)
-    if objective == "wav2vec2":  # the codebook stays in use: 2.0 would be one code per group
-        perplexity = [r["code_perplexity"] for r in metrics]
-        # Measured: an early dip (14.8 at step 2 with one init), then 36-100+ from step 3.
-        assert min(perplexity) > 10.0 and min(perplexity[3:]) > 20.0, perplexity
 
 
 def test_killed_worker_resumes_from_checkpoint_without_rereading_consumed_shards(
@@ -71,10 +74,16 @@ def test_killed_worker_resumes_from_checkpoint_without_rereading_consumed_shards
         "train.fault_rank=1",
         "scaling.max_failures=1",
         "scaling.strategy=fsdp",
+        "model.objective=wav2vec2",
         "run_name=faulty",
     )
     run = tmp_path / "faulty"
     assert summary.extra["steps"] == 9
+    # The codebook stays in use across the restart (2.0 would be one code per group).
+    # Measured: an early dip (14.8 at step 2 with one init), then 36-100+ from step 3.
+    perplexity = [r["code_perplexity"] for r in metrics]
+    assert min(perplexity) > 10.0 and min(perplexity[3:]) > 20.0, perplexity
+    assert all(math.isfinite(r["loss"]) and r["audio_hours_per_s"] > 0 for r in metrics)
     assert [r["step"] for r in metrics] == list(
         range(1, 10)
     )  # each step once, none replayed from 0
