@@ -8,6 +8,7 @@ import pytest
 
 from bigssl import schemas
 from bigssl.cli import main
+from bigssl.stages.demo import QUICK_STUDENT_STEPS
 from corpora import fault_dir_corpus
 
 pytestmark = pytest.mark.ray
@@ -94,6 +95,11 @@ def test_demo_quick_runs_every_stage_end_to_end(ray_session, tmp_path, capsys):
     table = pq.read_table(sweep["results"])
     schemas.validate(table, "results")
     assert sorted(table.column("recipe").to_pylist()) == ["scratch", "ssl", "ssl+nst"]
+    # The quick demo's student is cut to QUICK_STUDENT_STEPS like its teachers are.
+    steps = dict(
+        zip(table.column("recipe").to_pylist(), table.column("steps").to_pylist(), strict=True)
+    )
+    assert steps == {"scratch": 60, "ssl": 60, "ssl+nst": QUICK_STUDENT_STEPS}, steps
     stages = {s for row in table.column("stages").to_pylist() for s in row}
     assert stages == {"pretrain", "finetune", "label", "student", "evaluate"}
     assert Path(sweep["plot"]).stat().st_size > 0

@@ -89,3 +89,19 @@ def test_content_cache_produces_once_and_keys_follow_content(tmp_path):
     assert first == again and len(calls) == 1
     other = cached(str(tmp_path), "featurize", content_key({"steps": 4}, "corpus-abc"), produce)
     assert other[0] != first[0] and len(calls) == 2
+
+
+def test_quick_demo_cuts_the_student_and_keeps_its_recipe():
+    from bigssl.stages.demo import QUICK_STUDENT_STEPS, quick_overrides
+    from bigssl.stages.sweep import _student_finetune
+
+    path = CONFIGS / "sweep-demo.yaml"
+    full = SweepConfig.load(path)
+    quick = SweepConfig.load(path, quick_overrides(path))
+    f = _student_finetune(full.finetune, full.student)
+    q = _student_finetune(quick.finetune, quick.student)
+    assert q.train.max_steps == q.train.checkpoint_every == QUICK_STUDENT_STEPS
+    assert f.train.max_steps > q.train.max_steps and quick.finetune.train.max_steps == 60
+    same = ("pseudo_ratio", "head_lr", "head_warmup_steps")
+    assert [getattr(q, k) for k in same] == [getattr(f, k) for k in same]
+    assert (q.optim.peak_lr, q.optim.warmup_steps) == (f.optim.peak_lr, f.optim.warmup_steps)
