@@ -16,6 +16,12 @@ def ray_session():
     import ray
 
     os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+    # Ray Train on one local node, set before Ray starts so its processes inherit them:
+    # no preemption-watcher actor per run (nothing here is preempted), and the
+    # controller polls its workers every 0.5 s instead of 2 s. Measured on
+    # tests/ray/test_pretrain.py (same machine, back to back): 147 s with, 169 s without.
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
     if not ray.is_initialized():
         # address="local" always starts a fresh Ray: never attach to a cluster
         # someone else started on this machine.
