@@ -6,6 +6,8 @@
   asserted one by one).
 - jobs/runtime_env.yaml is a valid Ray runtime environment, and every job command line
   in the manifests parses with its job's own argument parser.
+- ``init_ray`` joins the cluster it is told to, and a local Ray's dashboard listens on
+  loopback only.
 """
 
 from __future__ import annotations
@@ -230,3 +232,39 @@ def test_every_stage_has_a_job():
     stages = {"prepare", "split", "featurize", "pretrain", "tokenizer", "finetune", "evaluate"}
     stages |= {"label", "student", "sweep", "report", "pipeline"}
     assert stages <= {p.stem for p in (REPO / "jobs").glob("*.py")}
+
+
+@pytest.mark.parametrize(
+    ("address", "env", "expected"),
+    [
+        (None, None, "local"),
+        (None, "ray://head:10001", "ray://head:10001"),
+        ("auto", "ray://head:10001", "auto"),
+    ],
+)
+def test_init_ray_picks_the_cluster_and_a_local_dashboard_on_loopback(
+    monkeypatch, address, env, expected
+):
+    """A local Ray serves its dashboard (and the state API Ray Train's cleaner polls) on
+    loopback only; joining a cluster leaves its dashboard to the cluster's own config."""
+    import ray
+
+    from bigssl.stages import runtime
+
+    calls: list[dict] = []
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kw: calls.append(kw))
+    if env is None:
+        monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    else:
+        monkeypatch.setenv("RAY_ADDRESS", env)
+    runtime.init_ray(address, num_cpus=2)
+    (kwargs,) = calls
+    assert kwargs["address"] == expected
+    if expected == "local":
+        assert kwargs["include_dashboard"] is True
+        assert kwargs["dashboard_host"] == "127.0.0.1"
+        assert kwargs["num_cpus"] == 2
+    else:
+        assert "dashboard_host" not in kwargs and "include_dashboard" not in kwargs
+        assert "num_cpus" not in kwargs
