@@ -44,19 +44,19 @@ def _perplexity_of_mean(mean: torch.Tensor) -> torch.Tensor:
     return torch.exp(entropy).sum()
 
 
-# Initial std of the selection logits. fairseq's unit-variance weights (std ~12 on
-# 144 inputs here) saturated the softmax: the diversity gradient vanished and the
-# codebook collapsed to one code per group within a few steps on the toy corpus.
-# At 1 Gumbel noise (tau 2) made codes near-random. 3 kept codes input-driven and
-# the codebook alive (perplexity rising from ~80 to ~280 of 640 in 40 steps).
-LOGIT_SCALE = 3.0
-
-
 class GumbelVectorQuantizer(nn.Module):
     """Product quantizer with G groups x V learned entries (wav2vec 2.0)."""
 
-    def __init__(self, input_dim: int, num_groups: int, num_entries: int, codebook_dim: int):
+    def __init__(
+        self,
+        input_dim: int,
+        num_groups: int,
+        num_entries: int,
+        codebook_dim: int,
+        logit_scale: float = 12.0,
+    ):
         super().__init__()
+        self.logit_scale = logit_scale
         self.num_groups = num_groups
         self.num_entries = num_entries
         self.weight_proj = nn.Linear(input_dim, num_groups * num_entries)
@@ -66,9 +66,12 @@ class GumbelVectorQuantizer(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        # Logits of std LOGIT_SCALE whatever the input width; uniform entries start distinct.
+        # Logits of std ``logit_scale`` on unit-variance input, whatever its width
+        # (fairseq's unit-variance weights give sqrt(D)); uniform entries start distinct.
         nn.init.normal_(
-            self.weight_proj.weight, mean=0.0, std=LOGIT_SCALE * self.weight_proj.in_features**-0.5
+            self.weight_proj.weight,
+            mean=0.0,
+            std=self.logit_scale * self.weight_proj.in_features**-0.5,
         )
         nn.init.zeros_(self.weight_proj.bias)
         nn.init.uniform_(self.codevectors)

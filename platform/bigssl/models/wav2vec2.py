@@ -11,6 +11,12 @@ Design decisions:
 - Targets come from the *unmasked* subsampled frames, through a Gumbel product
   quantizer (``target="quantizer"``) or a linear projection (``target="linear"``).
   As in wav2vec 2.0, gradients flow into the subsampling through both paths.
+- The quantizer sees each utterance's frames normalised over time. Subsampled
+  log-mel frames share one large direction (cosine ~0.6 between any two at init),
+  so the selection logits of every frame agreed: with logits large enough for the
+  hard Gumbel choice to depend on the input, every frame took the same code (the
+  codebook collapsed at once); with small logits the Gumbel noise chose, targets
+  were random, and the contrastive loss sat at chance, log(K + 1), for 400 steps.
 - Distractors are other masked frames of the same utterance, drawn with
   replacement and never the positive itself; a distractor with the positive's
   exact codes is masked out (fairseq does the same), else the task is impossible.
@@ -70,6 +76,13 @@ class Wav2Vec2Config(Config):
     gradient the toy runs collapsed the codebook to one code per group in 3 steps."""
     target: Literal["quantizer", "linear"] = "quantizer"
     """Targets from the Gumbel product quantizer or from a linear projection."""
+    normalize_quantizer_input: bool = True
+    """Normalise each utterance's frames over time (per dimension) before the quantizer
+    chooses codes: removes the direction all frames share, so codes follow content."""
+    quantizer_logit_scale: float = 12.0
+    """Initial std of the code-selection logits. Gumbel noise has std 1.28, so the hard
+    choice follows the input only when the logits spread wider; fairseq's init gives
+    sqrt(D) (12 at the tiny width). At 3 the noise chose and nothing was learned."""
     num_codebook_groups: int = 2
     """G: codebook groups of the quantizer."""
     num_codebook_entries: int = 320
@@ -101,6 +114,7 @@ class Wav2Vec2Config(Config):
             f"{self.codebook_dim} is not divisible by num_codebook_groups",
         )
         check(self.final_dim >= 1, "final_dim", "must be >= 1")
+        check(self.quantizer_logit_scale > 0, "quantizer_logit_scale", "must be > 0")
         check(self.gumbel_temperature_end > 0, "gumbel_temperature_end", "must be > 0")
         check(
             self.gumbel_temperature_start >= self.gumbel_temperature_end,
@@ -162,7 +176,11 @@ class Wav2Vec2Model(nn.Module):
         target_dim = d_model
         if cfg.target == "quantizer":
             self.quantizer = GumbelVectorQuantizer(
-                d_model, cfg.num_codebook_groups, cfg.num_codebook_entries, cfg.codebook_dim
+                d_model,
+                cfg.num_codebook_groups,
+                cfg.num_codebook_entries,
+                cfg.codebook_dim,
+                cfg.quantizer_logit_scale,
             )
             target_dim = cfg.codebook_dim
         self.target_projection = nn.Linear(target_dim, cfg.final_dim)
@@ -212,7 +230,10 @@ class Wav2Vec2Model(nn.Module):
             torch.where(mask.unsqueeze(-1), embedding, frames), padding_mask
         )
         context = self.context_projection(encoded[mask])  # (N, P)
-        targets, codes, diversity_loss, code_perplexity = self._targets(frames[mask])
+        target_frames = frames
+        if self.quantizer is not None and self.cfg.normalize_quantizer_input:
+            target_frames = normalize_per_utterance(frames, out_lengths)
+        targets, codes, diversity_loss, code_perplexity = self._targets(target_frames[mask])
         contrastive_loss, accuracy = self._contrastive(context, targets, codes, mask)
         return {
             "loss": contrastive_loss + self.cfg.diversity_weight * diversity_loss,
