@@ -7,6 +7,13 @@ Design decisions:
 - Workers stop an epoch together: each step all-reduces "I still have a batch";
   bucketed batch counts differ across workers and a collective with one worker
   missing would hang.
+- Metrics go to the run's own log (Arrow table, TensorBoard) every ``log_every``
+  steps, but to ``ray.train.report`` at most once per Ray Train's health-check
+  interval (2 s): each worker's result queue holds one report and the controller
+  drains it once per poll, so a faster report blocked the step for up to 2 s
+  (measured: 2.01 s per report in a 10-report loop; 40 steps with a report each
+  took 109 s, with a report every 5th step 45 s). Rank 0 decides, so all workers
+  report together (a report is a collective). Checkpoints are always reported.
 - A checkpoint merges the workers' data positions, saves through DCP into a local
   temp folder on every rank (Ray merges the ranks' files), reports it under a
   step-named folder, and rank 0 then marks it ``COMMITTED`` for the factory.
@@ -79,6 +86,11 @@ class LoopConfig(Config):
         check(self.max_steps >= 1, "max_steps", "must be >= 1")
         check(self.log_every >= 1, "log_every", "must be >= 1")
         check(self.checkpoint_every >= 1, "checkpoint_every", "must be >= 1")
+
+
+def _ray_report_interval_s() -> float:
+    """Ray Train's controller poll interval: the fastest rate reports drain at."""
+    return float(os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "2.0"))
 
 
 def _all_have(has_batch: bool, device: torch.device) -> bool:
@@ -182,6 +194,7 @@ def worker_loop(run: _Run, stepper: Stepper) -> None:
     log = MetricsLog(run.run_dir, resume_step=step) if rank == 0 else None
     reads: set[str] = set()
     window = _Window()
+    last_report = time.monotonic() - _ray_report_interval_s()  # the first report is free
     cache = EpochCache(run.loop.cache_epoch_mb, seed=run.loop.seed + rank)
     while step < run.loop.max_steps:
         stream = ray.train.get_dataset_shard(source).iter_rows()
@@ -202,16 +215,19 @@ def worker_loop(run: _Run, stepper: Stepper) -> None:
                 or step % run.loop.checkpoint_every == 0
                 or step == run.loop.max_steps
             ):
-                report = window.report(step, stepper.device)
+                due = rank == 0 and time.monotonic() - last_report >= _ray_report_interval_s()
+                report, due = window.report(step, stepper.device, due)
                 if log:
                     log.log(step, report)
                 _record_reads(run, rank, restored, position.epoch, reads)
                 if step % run.loop.checkpoint_every == 0 or step == run.loop.max_steps:
                     position = save(run, stepper, step, position, report)
+                    last_report = time.monotonic()
                     if log:
                         log.flush()
-                else:
+                elif due:
                     ray.train.report(report)
+                    last_report = time.monotonic()
             if step >= run.loop.max_steps:
                 break
         else:
@@ -236,10 +252,12 @@ class _Window:
         for k, v in metrics.items():
             self.sums[k] = self.sums.get(k, 0.0) + v
 
-    def report(self, step: int, device: torch.device) -> dict[str, float]:
-        audio = torch.tensor([self.sums.pop("audio_s", 0.0)], device=device)
+    def report(self, step: int, device: torch.device, due: bool) -> tuple[dict[str, float], bool]:
+        """The window's metrics, and whether any rank (rank 0) found a Ray report due."""
+        totals = torch.tensor([self.sums.pop("audio_s", 0.0), float(due)], device=device)
         if dist.is_initialized():
-            dist.all_reduce(audio)
+            dist.all_reduce(totals)
+        audio = totals[0]
         wall = time.perf_counter() - self.start
         out = {k: v / max(self.steps, 1) for k, v in self.sums.items()}
         out.update(
@@ -248,7 +266,7 @@ class _Window:
             audio_hours_per_s=float(audio.item()) / 3600 / wall,
         )
         self.__init__()
-        return out
+        return out, bool(totals[1].item() > 0)
 
 
 def _record_reads(run: _Run, rank: int, restored: Any, epoch: int, reads: set[str]) -> None:
