@@ -14,9 +14,10 @@ Design decisions:
 - The quantizer sees each utterance's frames normalised over time. Subsampled
   log-mel frames share one large direction (cosine ~0.6 between any two at init),
   so the selection logits of every frame agreed: with logits large enough for the
-  hard Gumbel choice to depend on the input, every frame took the same code (the
-  codebook collapsed at once); with small logits the Gumbel noise chose, targets
-  were random, and the contrastive loss sat at chance, log(K + 1), for 400 steps.
+  hard Gumbel choice to depend on the input, frames took the same codes (one run
+  collapsed to one code per group within 30 steps); with small logits the Gumbel
+  noise chose, targets were random, and the contrastive loss sat at chance,
+  log(K + 1), for 400 steps.
 - Distractors are other masked frames of the same utterance, drawn with
   replacement and never the positive itself; a distractor with the positive's
   exact codes is masked out (fairseq does the same), else the task is impossible.
