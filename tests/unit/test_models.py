@@ -32,6 +32,7 @@ from bigssl.models import (
 from bigssl.models.presets import tiny
 from bigssl.models.wav2vec2 import sample_negatives
 from bigssl.training.optim import OptimConfig, build_optimizer, build_scheduler
+from bigssl.training.step import Stepper
 
 # One thread: these models are tiny, and on a shared 2-core box two spinning
 # OpenMP threads slow down badly when other test runs compete for the cores.
@@ -254,16 +255,12 @@ def contrastive_history(cfg: Wav2Vec2Config, steps: int, seed: int = 0) -> list[
     optim = OptimConfig(peak_lr=2e-3, warmup_steps=20)
     optimizer = build_optimizer([{"params": list(model.parameters())}], optim)
     scheduler = build_scheduler(optimizer, [optim.warmup_steps])
+    stepper = Stepper(model, optimizer, scheduler, optim, torch.device("cpu"))
     batches, history = speech_batches(seed=seed), []
-    for step in range(steps):
-        model.set_step(step)
-        out = model(*next(batches))
-        optimizer.zero_grad()
-        out["loss"].backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), optim.clip_norm)
-        optimizer.step()
-        scheduler.step()
-        history.append(out["contrastive_loss"].item())
+    for _ in range(steps):
+        features, lengths = next(batches)
+        metrics = stepper.step([{"feats": features.numpy(), "lengths": lengths.numpy()}])
+        history.append(metrics["contrastive_loss"])
     return history
 
 

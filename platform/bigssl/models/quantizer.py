@@ -53,7 +53,7 @@ class GumbelVectorQuantizer(nn.Module):
         num_groups: int,
         num_entries: int,
         codebook_dim: int,
-        logit_scale: float = 12.0,
+        logit_scale: float,
     ):
         super().__init__()
         self.logit_scale = logit_scale
