@@ -97,6 +97,35 @@ def test_bucketing_bounds_padding_and_keeps_every_row_once():
     assert bucketed < 0.05 < naive / 4, (bucketed, naive)
 
 
+def test_bucketing_balances_batches_without_adding_any():
+    """No remainder batch of a row or two: data-parallel ranks wait for the largest."""
+    from bigssl.data.bucketing import _greedy
+
+    def padded(batch):
+        return len(batch) * max(r["n"] for r in batch)
+
+    equal = [{"id": i, "n": 100} for i in range(61)]
+    sizes = sorted(len(b) for b in bucket_batches(equal, lambda r: r["n"], BucketConfig(6000)))
+    assert sizes == [30, 31]  # a greedy fill gives 60 and 1
+
+    rng = random.Random(0)
+    rows = [{"id": i, "n": rng.randint(150, 500)} for i in range(128 * 20)]
+    cfg = BucketConfig(max_frames=6000, window=128)
+    batches = list(bucket_batches(rows, lambda r: r["n"], cfg))
+    greedy = [
+        b
+        for w in range(0, len(rows), cfg.window)
+        for b in _greedy(
+            sorted(rows[w : w + cfg.window], key=lambda r: r["n"]), lambda r: r["n"], 6000, 256
+        )
+    ]
+    assert sorted(r["id"] for b in batches for r in b) == list(range(len(rows)))
+    assert len(batches) == len(greedy)
+    assert max(padded(b) for b in batches) <= cfg.max_frames
+    assert min(padded(b) for b in greedy) < 0.25 * cfg.max_frames  # the data has remainders
+    assert min(padded(b) for b in batches) > 0.75 * max(padded(b) for b in batches)
+
+
 def test_overlong_row_is_a_batch_of_one_and_order_depends_on_seed():
     rows = [{"id": i, "n": n} for i, n in enumerate([100, 9000, 120, 130])]
     batches = list(bucket_batches(rows, lambda r: r["n"], BucketConfig(max_frames=1000, window=10)))

@@ -2,11 +2,19 @@
 
 Ray Data has no length-aware batching (ray-project/ray#49844), so this consumes
 any stream of rows (a Ray ``DataIterator`` in training, a list in tests): it fills
-a window of ``window`` rows, sorts it by length, cuts it greedily into batches
-whose *padded* size ``batch_size * max_len`` stays within ``max_frames``, and
-yields those batches in a seeded random order. Similar lengths share a batch, so
+a window of ``window`` rows, sorts it by length, cuts it into batches whose
+*padded* size ``batch_size * max_len`` stays within ``max_frames``, and yields
+those batches in a seeded random order. Similar lengths share a batch, so
 padding stays small; the window bounds memory and keeps the stream streaming.
 A row longer than the budget alone forms a batch of one (never dropped).
+
+The cut is balanced: it keeps the fewest batches a greedy fill needs but spreads
+the rows so that the largest batch is as small as possible, instead of filling
+every batch to the budget and leaving the remainder (often one or two rows) to
+the last. In synchronous data-parallel training every rank waits for the slowest
+at each step, so a rank that drew a remainder batch idled for most of a step:
+on the tiny preset the greedy cut's step times had a coefficient of variation of
+0.32, batches of 1-2 rows among batches of 20-30.
 
 Dimension legend for collated batches: B = utterances, T = frames, F = mel bins.
 """
@@ -38,21 +46,43 @@ class BucketConfig(Config):
         check(self.max_batch_size > 0, "max_batch_size", "must be > 0")
 
 
-def _cut(window: list[Row], length: Callable[[Row], int], cfg: BucketConfig) -> list[list[Row]]:
-    window.sort(key=length)
+def _greedy(
+    window: list[Row], length: Callable[[Row], int], budget: int, max_batch_size: int
+) -> list[list[Row]]:
+    """Cut a length-sorted window greedily: each batch takes rows until the next would
+    push ``len(batch) * longest`` past ``budget`` or the batch is full."""
     batches: list[list[Row]] = []
     batch: list[Row] = []
     for row in window:
         longest = length(row)  # sorted ascending: the newest row is the longest
-        if batch and (
-            (len(batch) + 1) * longest > cfg.max_frames or len(batch) >= cfg.max_batch_size
-        ):
+        if batch and ((len(batch) + 1) * longest > budget or len(batch) >= max_batch_size):
             batches.append(batch)
             batch = []
         batch.append(row)
     if batch:
         batches.append(batch)
     return batches
+
+
+def _cut(window: list[Row], length: Callable[[Row], int], cfg: BucketConfig) -> list[list[Row]]:
+    """The greedy cut's number of batches, with the smallest padded budget that keeps it.
+
+    Any contiguous piece of a feasible batch is feasible, so the greedy cut uses the
+    fewest batches for a budget and that count only falls as the budget grows: a
+    bisection finds the least budget with the same count, i.e. the cut into that many
+    contiguous batches whose largest padded size is smallest. Written here because
+    neither Ray Data nor the other libraries in use batch by length (see module doc).
+    """
+    window.sort(key=length)
+    batches = _greedy(window, length, cfg.max_frames, cfg.max_batch_size)
+    lo, hi = 1, cfg.max_frames  # count(hi) == len(batches); find the least such budget
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if len(_greedy(window, length, mid, cfg.max_batch_size)) <= len(batches):
+            hi = mid
+        else:
+            lo = mid + 1
+    return _greedy(window, length, lo, cfg.max_batch_size) if lo < cfg.max_frames else batches
 
 
 def bucket_batches(
