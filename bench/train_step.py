@@ -6,9 +6,10 @@ worker per core, rows streamed by Ray Data. Throughput is audio seconds per seco
 in steady state: steps before ``--warmup`` (start-up, first allocations) are not
 counted. Two more arms split what (b) loses:
 (c) ``cores`` independent copies of (a) at once, no collectives, no Ray: the
-    machine's own ceiling (on this 2-vCPU VM, c / (cores x a) measured 0.72-1.00,
+    machine's own ceiling (on this 2-vCPU VM, c / (cores x a) measured 0.72-1.05,
     median ~0.85: two training processes each run up to ~28 % slower than one alone,
-    so no data-parallel run reliably reaches 0.9 here);
+    so no data-parallel run reliably reaches 0.9 here; d / c, what synchronous steps
+    cost, was 0.76-0.81 with greedy buckets and 0.86-0.90 with balanced ones);
 (d) ``cores`` plain torch.distributed processes (gloo, same ``--strategy``), no Ray:
     ``b / d`` is Ray Train's own overhead over the bare collectives.
 The arms alternate over ``--repeats`` because this VM's speed drifts; prints the
