@@ -99,7 +99,7 @@ def test_bucketing_bounds_padding_and_keeps_every_row_once():
 
 def test_bucketing_balances_batches_without_adding_any():
     """No remainder batch of a row or two: data-parallel ranks wait for the largest."""
-    from bigssl.data.bucketing import _greedy
+    from bigssl.data.bucketing import greedy_cut
 
     def padded(batch):
         return len(batch) * max(r["n"] for r in batch)
@@ -115,7 +115,7 @@ def test_bucketing_balances_batches_without_adding_any():
     greedy = [
         b
         for w in range(0, len(rows), cfg.window)
-        for b in _greedy(
+        for b in greedy_cut(
             sorted(rows[w : w + cfg.window], key=lambda r: r["n"]), lambda r: r["n"], 6000, 256
         )
     ]
@@ -124,6 +124,18 @@ def test_bucketing_balances_batches_without_adding_any():
     assert max(padded(b) for b in batches) <= cfg.max_frames
     assert min(padded(b) for b in greedy) < 0.25 * cfg.max_frames  # the data has remainders
     assert min(padded(b) for b in batches) > 0.75 * max(padded(b) for b in batches)
+
+
+def test_greedy_cut_fills_each_batch_to_the_budget_or_the_cap():
+    from bigssl.data.bucketing import greedy_cut
+
+    rows = sorted([{"n": n} for n in [100] * 25 + [300] * 10 + [2000]], key=lambda r: r["n"])
+    sizes = [len(b) for b in greedy_cut(rows, lambda r: r["n"], 1000)]
+    # 10 x 100 fills the budget; a 300 after five 100s would pad six rows to 1,800
+    assert sizes == [10, 10, 5, 3, 3, 3, 1, 1]
+    capped = [len(b) for b in greedy_cut(rows, lambda r: r["n"], 1000, max_batch_size=4)]
+    assert capped == [4, 4, 4, 4, 4, 4, 3, 3, 3, 2, 1]  # the 25th 100 joins two 300s
+    assert greedy_cut([], lambda r: r["n"], 1000) == []
 
 
 def test_overlong_row_is_a_batch_of_one_and_order_depends_on_seed():

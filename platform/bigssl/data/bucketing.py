@@ -46,16 +46,18 @@ class BucketConfig(Config):
         check(self.max_batch_size > 0, "max_batch_size", "must be > 0")
 
 
-def _greedy(
-    window: list[Row], length: Callable[[Row], int], budget: int, max_batch_size: int
+def greedy_cut(
+    rows: list[Row], length: Callable[[Row], int], budget: int, max_batch_size: int | None = None
 ) -> list[list[Row]]:
-    """Cut a length-sorted window greedily: each batch takes rows until the next would
-    push ``len(batch) * longest`` past ``budget`` or the batch is full."""
+    """Cut rows sorted by ascending length greedily: each batch takes rows until the next
+    would push ``len(batch) * longest`` past ``budget`` or the batch holds ``max_batch_size``.
+    The fewest batches for the budget; inference uses it as is (no ranks to keep in step)."""
+    full = max_batch_size or len(rows)
     batches: list[list[Row]] = []
     batch: list[Row] = []
-    for row in window:
+    for row in rows:
         longest = length(row)  # sorted ascending: the newest row is the longest
-        if batch and ((len(batch) + 1) * longest > budget or len(batch) >= max_batch_size):
+        if batch and ((len(batch) + 1) * longest > budget or len(batch) >= full):
             batches.append(batch)
             batch = []
         batch.append(row)
@@ -74,15 +76,15 @@ def _cut(window: list[Row], length: Callable[[Row], int], cfg: BucketConfig) -> 
     neither Ray Data nor the other libraries in use batch by length (see module doc).
     """
     window.sort(key=length)
-    batches = _greedy(window, length, cfg.max_frames, cfg.max_batch_size)
+    batches = greedy_cut(window, length, cfg.max_frames, cfg.max_batch_size)
     lo, hi = 1, cfg.max_frames  # count(hi) == len(batches); find the least such budget
     while lo < hi:
         mid = (lo + hi) // 2
-        if len(_greedy(window, length, mid, cfg.max_batch_size)) <= len(batches):
+        if len(greedy_cut(window, length, mid, cfg.max_batch_size)) <= len(batches):
             hi = mid
         else:
             lo = mid + 1
-    return _greedy(window, length, lo, cfg.max_batch_size) if lo < cfg.max_frames else batches
+    return greedy_cut(window, length, lo, cfg.max_batch_size) if lo < cfg.max_frames else batches
 
 
 def bucket_batches(

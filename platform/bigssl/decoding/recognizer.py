@@ -31,7 +31,7 @@ from bigssl import storage
 from bigssl.audio.decode import AudioError
 from bigssl.audio.features import Fbank, FbankConfig
 from bigssl.config import Config, check
-from bigssl.data.bucketing import collate_features
+from bigssl.data.bucketing import collate_features, greedy_cut
 from bigssl.data.features import FeaturizeConfig, featurize_sample, shard_stem
 from bigssl.data.shards import ShardError, iter_shard
 from bigssl.decoding.ctc import Hypothesis, make_decoder
@@ -55,6 +55,10 @@ class DecodeConfig(Config):
     def validate(self) -> None:
         check(self.beam_size >= 1, "beam_size", "must be >= 1")
         check(self.max_frames >= 100, "max_frames", "must be >= 100")
+
+
+def _frames(row: dict[str, Any]) -> int:
+    return int(row["num_frames"])
 
 
 @dataclass
@@ -111,16 +115,7 @@ class Recognizer:
 
     def batches(self, rows: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
         """Rows sorted by length, cut so that each batch pads to at most ``max_frames``."""
-        order = sorted(rows, key=lambda r: int(r["num_frames"]))
-        batch: list[dict[str, Any]] = []
-        for row in order:
-            longest = int(row["num_frames"])  # sorted: the newest row is the longest
-            if batch and longest * (len(batch) + 1) > self.cfg.max_frames:
-                yield batch
-                batch = []
-            batch.append(row)
-        if batch:
-            yield batch
+        yield from greedy_cut(sorted(rows, key=_frames), _frames, self.cfg.max_frames)
 
     def transcribe(
         self, rows: list[dict[str, Any]]
