@@ -19,7 +19,15 @@ import psutil
 
 # Ray processes that run for Ray itself, not for the stage: the native daemons, the
 # dashboard and its per-module subprocesses, and the Python helpers Ray starts.
-_RAY_DAEMONS = ("raylet", "gcs_server", "dashboard", "log_monitor", "autoscaler", "ray_client")
+_RAY_DAEMONS = (
+    "raylet",
+    "gcs_server",
+    "dashboard",
+    "log_monitor",
+    "autoscaler",
+    "runtime_env",
+    "ray_client",
+)
 
 
 def snapshot() -> dict[int, tuple[str, float]]:

@@ -268,7 +268,7 @@ def main() -> None:
     print(f"machine ceiling (median): {statistics.median(ceilings):.3f}")
     print(
         f"(b)'s workers, medians: speed against the loop {statistics.median(speeds):.3f}, "
-        f"share of the cores {statistics.median(shares):.3f} (their product is the efficiency)"
+        f"share of the cores {statistics.median(shares):.3f} (per repeat, their product is the efficiency)"
     )
     print(
         f"parallel efficiency = b / (cores x a) = {statistics.median(pairs):.3f} "
