@@ -3,8 +3,8 @@
 A parallel-efficiency figure says how much was lost, not where. Snapshotting every
 process's CPU time before and after a run splits ``cores x wall`` into the workers
 that did the stage's work, Ray's own processes (raylet, GCS, dashboard, log monitor,
-the Data executor's actors, the driver), everything else on the machine, and idle
-cores. Two snapshots cost nothing during the run, unlike a sampler (see
+the Data executor's actors), the driver (this process), everything else on the
+machine, and idle cores. Two snapshots cost nothing during the run, unlike a sampler (see
 ``featurize.PeakRss``). Processes that start and end between the snapshots are missed:
 Ray's are long-lived, and a run's workers are started before it is timed.
 """

@@ -15,7 +15,7 @@ they got. On 8 h in 28 shards (2026-12-06): speed 0.87-0.92, as fast as (c)'s
 processes (0.85-0.90, no Ray), so that factor is the machine; share 0.89-0.91, the
 rest being Ray's own daemons and actors (raylet, GCS, dashboard, log monitor, Ray
 Data's stats and autoscaling actors: ~4.5 % of the cores), the driver's executor
-(~2 %), idle (2-4 %) and the OS (~1 %). With no idle and a free driver the share would
+(~2 %), idle (2-4 %) and other processes (~1 %). With no idle and a free driver the share would
 still be ~0.94, so on 2 cores the efficiency stays near 0.89 x 0.94 = 0.84.
 
 Where (b) loses to (c), from task timestamps and per-process CPU on these 14 shards:

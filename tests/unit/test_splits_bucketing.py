@@ -4,7 +4,13 @@ import pyarrow as pa
 import pytest
 
 from bigssl.config import ConfigError
-from bigssl.data.bucketing import BucketConfig, bucket_batches, collate_features, padding_ratio
+from bigssl.data.bucketing import (
+    BucketConfig,
+    bucket_batches,
+    collate_features,
+    greedy_cut,
+    padding_ratio,
+)
 from bigssl.data.splits import SplitConfig, make_splits
 
 
@@ -99,7 +105,6 @@ def test_bucketing_bounds_padding_and_keeps_every_row_once():
 
 def test_bucketing_balances_batches_without_adding_any():
     """No remainder batch of a row or two: data-parallel ranks wait for the largest."""
-    from bigssl.data.bucketing import greedy_cut
 
     def padded(batch):
         return len(batch) * max(r["n"] for r in batch)
@@ -127,8 +132,6 @@ def test_bucketing_balances_batches_without_adding_any():
 
 
 def test_greedy_cut_fills_each_batch_to_the_budget_or_the_cap():
-    from bigssl.data.bucketing import greedy_cut
-
     rows = sorted([{"n": n} for n in [100] * 25 + [300] * 10 + [2000]], key=lambda r: r["n"])
     sizes = [len(b) for b in greedy_cut(rows, lambda r: r["n"], 1000)]
     # 10 x 100 fills the budget; a 300 after five 100s would pad six rows to 1,800
