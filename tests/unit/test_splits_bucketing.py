@@ -71,8 +71,32 @@ def test_corpus_declared_splits_are_kept_when_no_hold_out_is_asked():
         "split",
         pa.array(["test" if i < 10 else "train" for i in range(50)]),
     )
-    out = make_splits(table, SplitConfig(fractions=[1.0]))
+    out = make_splits(table, SplitConfig(fractions=[1.0], dev_hours=0))
     assert len(out["test"]) == 10 and not ids(out["test"]) & ids(out["unlabeled"])
+    assert len(out["dev"]) == 0
+
+
+def test_official_test_set_stays_while_dev_is_carved_from_the_rest():
+    """FSDD's case: the manifest names its test set, and the default dev_hours carves a dev
+    set out of the other rows (by utterance here), so both are held out."""
+    table = manifest(200)
+    official = {f"u{i:04d}" for i in range(0, 200, 5)}
+    table = table.set_column(
+        table.schema.get_field_index("split"),
+        "split",
+        pa.array(["test" if f"u{i:04d}" in official else "train" for i in range(200)]),
+    )
+    cfg = SplitConfig(fractions=[1.0], speaker_disjoint=False)
+    assert cfg.dev_hours > 0  # validation needs a dev set by default
+    out = make_splits(table, cfg)
+    assert ids(out["test"]) == official
+    dev = ids(out["dev"])
+    assert dev and not dev & official and not dev & ids(out["unlabeled"])
+    assert sum(out["dev"].column("duration_s").to_pylist()) >= cfg.dev_hours * 3600
+    assert len(out["unlabeled"]) + len(dev) + len(official) == 200
+    # Asking for test hours instead carves a new test set and returns the official rows.
+    carved = make_splits(table, SplitConfig(fractions=[1.0], test_hours=0.05, dev_hours=0.05))
+    assert ids(carved["test"]) != official and official & ids(carved["unlabeled"])
 
 
 def test_bad_split_configs_name_the_field():

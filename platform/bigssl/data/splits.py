@@ -26,7 +26,9 @@ class SplitConfig(Config):
     fractions: list[float] = field(
         default_factory=list
     )  # or budgets as fractions of the labeled pool
-    dev_hours: float = 0.0  # held out for dev (0 = keep the manifest's own dev split, if any)
+    # Held out for dev (validation and model selection while training); 0 = the manifest's
+    # own dev split, if any. Three minutes by default: a run needs a dev set to say how it does.
+    dev_hours: float = 0.05
     test_hours: float = 0.0  # held out for test (0 = keep the manifest's own test split, if any)
     speaker_disjoint: bool = True  # dev/test speakers never appear in train
     seed: int = 0  # the permutation behind every budget
@@ -62,34 +64,49 @@ def _take_hours(order: list, durations: dict, hours: float) -> list:
 
 
 def _hold_out(table: pa.Table, cfg: SplitConfig, rng: random.Random) -> dict[str, pa.Table]:
-    """Split off dev and test; returns {"train": pool, "dev": ..., "test": ...}."""
+    """Split off dev and test; returns {"train": pool, "dev": ..., "test": ...}.
+
+    Each of dev and test is either carved by hours (``dev_hours`` / ``test_hours`` > 0,
+    by speaker when ``speaker_disjoint``) or, at 0, the manifest's own rows of that split.
+    A manifest's official test set and a carved dev set therefore combine (FSDD: test =
+    recording index 0-4, dev carved from the rest). Rows the manifest marks dev/test that
+    a carved set does not take go back to the training pool.
+    """
     given = table.column("split").to_pylist()
-    if not (cfg.dev_hours or cfg.test_hours):
-        parts = {
-            name: [i for i, s in enumerate(given) if s in aliases]
-            for name, aliases in (("dev", {"dev", "valid", "validation"}), ("test", {"test"}))
-        }
-        held = set(parts["dev"]) | set(parts["test"])
-        parts["train"] = [i for i in range(len(given)) if i not in held]
-        return {k: table.take(pa.array(v, pa.int64())) for k, v in parts.items()}
+    aliases = {"dev": {"dev", "valid", "validation"}, "test": {"test"}}
+    hours = {"dev": cfg.dev_hours, "test": cfg.test_hours}
+    index: dict[str, list[int]] = {"test": [], "dev": []}
+    held: set[int] = set()
+    for name in ("test", "dev"):
+        if not hours[name]:
+            index[name] = [i for i, s in enumerate(given) if s in aliases[name] and i not in held]
+            held.update(index[name])
     unit = "speaker" if cfg.speaker_disjoint else "id"
     keys = [
         k if k is not None else f"<none>:{i}" for i, k in enumerate(table.column(unit).to_pylist())
     ]
     seconds: dict = {}
-    for key, d in zip(keys, table.column("duration_s").to_pylist(), strict=True):
-        seconds[key] = seconds.get(key, 0.0) + d
+    for i, (key, d) in enumerate(zip(keys, table.column("duration_s").to_pylist(), strict=True)):
+        if i not in held:
+            seconds[key] = seconds.get(key, 0.0) + d
     order = sorted(seconds)
     rng.shuffle(order)
-    test = set(_take_hours(order, seconds, cfg.test_hours)) if cfg.test_hours else set()
-    rest = [k for k in order if k not in test]
-    dev = set(_take_hours(rest, seconds, cfg.dev_hours)) if cfg.dev_hours else set()
-    if len(test) + len(dev) >= len(order):
+    carved: dict[str, set] = {}
+    rest = order
+    for name in ("test", "dev"):
+        if hours[name]:
+            carved[name] = set(_take_hours(rest, seconds, hours[name]))
+            rest = [k for k in rest if k not in carved[name]]
+    if carved and not rest:
         raise ConfigError("dev_hours", f"dev+test take every {unit}; nothing is left to train on")
-    index = {"test": [], "dev": [], "train": []}
+    train = []
     for i, key in enumerate(keys):
-        index["test" if key in test else "dev" if key in dev else "train"].append(i)
-    return {k: table.take(pa.array(v, pa.int64())) for k, v in index.items()}
+        if i in held:
+            continue
+        name = next((n for n, chosen in carved.items() if key in chosen), "train")
+        (train if name == "train" else index[name]).append(i)
+    parts = {**index, "train": train}
+    return {k: table.take(pa.array(sorted(v), pa.int64())) for k, v in parts.items()}
 
 
 def make_splits(manifest: pa.Table, cfg: SplitConfig) -> dict[str, pa.Table]:
