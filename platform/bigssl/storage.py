@@ -180,6 +180,25 @@ def write_parquet(table: pa.Table, uri: str | Path) -> None:
         pq.write_table(table, f)
 
 
-def read_parquet(uri: str | Path) -> pa.Table:
+def read_parquet(uri: str | Path, columns: list[str] | None = None) -> pa.Table:
     fs, path = resolve(uri)
-    return pq.read_table(path, filesystem=fs)
+    return pq.read_table(path, filesystem=fs, columns=columns)
+
+
+def list_dirs(uri: str | Path) -> list[str]:
+    """Sorted URIs of the folders directly in ``uri`` (none when it does not exist)."""
+    fs, path = resolve(uri)
+    if fs.get_file_info(path).type == pafs.FileType.NotFound:
+        return []
+    infos = fs.get_file_info(pafs.FileSelector(path, recursive=False))
+    return [
+        join(uri, n)
+        for n in sorted(i.base_name for i in infos if i.type == pafs.FileType.Directory)
+    ]
+
+
+def remove_tree(uri: str | Path) -> None:
+    """Delete a folder and everything in it (a no-op when it is gone already)."""
+    fs, path = resolve(uri)
+    if fs.get_file_info(path).type != pafs.FileType.NotFound:
+        fs.delete_dir(path)

@@ -97,6 +97,54 @@ def test_finetune_checkpoint_is_self_contained(asr):
     assert metrics[-1]["loss"] < 0.6 * metrics[0]["loss"], (metrics[0], metrics[-1])
 
 
+def test_dev_scoring_selects_averages_and_prunes_checkpoints(asr):
+    """Validation while training: dev WER every 20 steps falls, retention keeps the two best
+    and the newest checkpoint only, and the average of the two best is no worse on dev than
+    the best single one; the run folder then resolves to that selected model."""
+    from bigssl.stages.finetune import resolve_checkpoint
+    from bigssl.training import selection
+
+    dev = asr["splits"] / "dev.parquet"
+    assert pq.read_table(dev).num_rows > 10  # the split's default dev_hours holds a dev set out
+    cfg = FinetuneConfig.load(
+        ROOT / "configs" / "finetune-tiny.yaml",
+        [
+            *FT,
+            f"features={asr['features']}",
+            f"manifest={asr['splits'] / 'labeled_100pct.parquet'}",
+            f"tokenizer={asr['root'] / 'tok' / 'tokenizer.model'}",
+            f"dev={dev}",
+            "train.max_steps=120",
+            "train.eval_every=20",
+            "train.checkpoint_every=1000",
+            "train.keep_last=1",
+            "select.keep_best=2",
+            "run_name=selected",
+        ],
+    )
+    summary = run_finetune(cfg, str(asr["root"] / "runs"))
+    run_dir = asr["root"] / "runs" / "selected"
+    scored = [
+        r
+        for r in pq.read_table(run_dir / "metrics.parquet").to_pylist()
+        if r.get("dev_wer") is not None
+    ]
+    assert [r["step"] for r in scored] == [20, 40, 60, 80, 100, 120]
+    assert scored[-1]["dev_cer"] < 0.8 * scored[0]["dev_cer"], scored
+    assert min(r["dev_wer"] for r in scored[3:]) < scored[0]["dev_wer"], scored
+    history = [(r["step"], r["dev_wer"], r["dev_cer"], r["dev_loss"]) for r in scored]
+    best_two = {s for s, *_ in sorted(history, key=lambda h: (h[1], h[2], h[3], -h[0]))[:2]}
+    left = {step for step, _ in selection.checkpoints(str(run_dir))}
+    assert left == best_two | {120}, (left, history)
+    chosen = summary.extra["selected"]
+    assert chosen["averaged_scores"]["dev_wer"] <= chosen["best_single"]["scores"]["dev_wer"], (
+        chosen
+    )
+    assert chosen["kind"] == "average" and sorted(chosen["steps"]) == sorted(best_two)
+    assert resolve_checkpoint(str(run_dir)) == str(run_dir / "final")
+    assert summary.extra["checkpoint"] == str(run_dir / "final")
+
+
 def test_evaluate_reaches_bound_and_equals_jiwer(asr):
     out = asr["root"] / "eval"
     summary = run_evaluate(

@@ -18,10 +18,16 @@ Design decisions:
 - Transcripts are normalised and tokenised on the workers; every checkpoint carries
   ``tokenizer.model`` and the feature config in ``meta.json``, so a checkpoint alone
   is enough to evaluate or pseudo-label.
+- With ``dev=`` (the split's ``dev.parquet``) the run scores its dev set while it
+  trains (loss, greedy WER/CER), keeps the ``select.keep_best`` checkpoints by
+  ``select.metric``, may stop early, and ends by writing ``RUN/final``: the average
+  of the k best (or the best one, when the average scores worse on dev), which
+  ``init=``, ``bigssl evaluate`` and ``bigssl label`` take for the run folder.
 """
 
 from __future__ import annotations
 
+import random
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -36,9 +42,10 @@ import torch.distributed.checkpoint as dcp
 
 from bigssl import storage
 from bigssl.audio.features import FbankConfig
+from bigssl.audio.perturb import speed_perturb
 from bigssl.audio.specaugment import SpecAugmentConfig
 from bigssl.config import Config, ConfigError, check, load_dict
-from bigssl.data.bucketing import BucketConfig
+from bigssl.data.bucketing import BucketConfig, collate_features, greedy_cut
 from bigssl.models import (
     ConformerConfig,
     RNNTConfig,
@@ -46,16 +53,25 @@ from bigssl.models import (
     count_parameters,
     expand_preset,
 )
-from bigssl.models.asr import Head
+from bigssl.models.asr import Head, asr_model_from_meta
 from bigssl.models.parallelize import parallelize
 from bigssl.stages.runtime import init_ray
 from bigssl.stages.trainer import LoopConfig, ScalingSettings, _Run, fit, worker_loop
-from bigssl.stages.training_data import Selection, quarantined_ids, usable_rows
+from bigssl.stages.training_data import (
+    Selection,
+    feature_rows,
+    quarantined_ids,
+    steps_per_epoch,
+    usable_rows,
+)
 from bigssl.summary import StageSummary
 from bigssl.text.tokenizer import Tokenizer
 from bigssl.training import checkpoint as ckpt
+from bigssl.training import selection as select
 from bigssl.training.optim import OptimConfig, build_optimizer, build_scheduler
+from bigssl.training.selection import SelectConfig
 from bigssl.training.step import Stepper
+from bigssl.training.validation import rates, score_batches
 
 
 def _finetune_optim() -> OptimConfig:
@@ -68,6 +84,7 @@ class FinetuneConfig(Config):
     manifest: str = ""  # label-budget manifest (`bigssl split`): the labeled rows to train on
     tokenizer: str = ""  # `bigssl tokenizer` model file
     init: str = ""  # pre-training checkpoint or run folder; empty = train from scratch
+    dev: str = ""  # dev manifest (`bigssl split`'s dev.parquet): scored while training
     pseudo_labels: str = ""  # a `bigssl label` partition (teacher=T/generation=G): noisy student
     pseudo_ratio: float = (
         9.0  # pseudo-labeled : labeled rows per batch, in expectation (BigSSL 9:1)
@@ -82,6 +99,9 @@ class FinetuneConfig(Config):
     head_warmup_steps: int = 1500  # warm-up of the head
     freeze_encoder_steps: int = 0  # encoder gradients dropped for the first N steps
     specaugment: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
+    # Speed factors drawn per training batch (e.g. [0.9, 1.0, 1.1]); empty = off.
+    speed_perturb: list[float] = field(default_factory=list)
+    select: SelectConfig = field(default_factory=SelectConfig)  # with dev=: model selection
     bucket: BucketConfig = field(default_factory=BucketConfig)
     train: LoopConfig = field(default_factory=LoopConfig)
     scaling: ScalingSettings = field(default_factory=ScalingSettings)
@@ -94,6 +114,16 @@ class FinetuneConfig(Config):
         check(self.head_warmup_steps >= 0, "head_warmup_steps", "must be >= 0")
         check(self.freeze_encoder_steps >= 0, "freeze_encoder_steps", "must be >= 0")
         check(self.pseudo_ratio > 0, "pseudo_ratio", "must be > 0")
+        check(
+            all(0.5 <= f <= 2.0 for f in self.speed_perturb),
+            "speed_perturb",
+            "factors must be in [0.5, 2.0]",
+        )
+        check(
+            not (self.dev and self.head != "ctc"),
+            "dev",
+            "dev-set scoring is built for head=ctc (RNN-T runs: leave dev empty)",
+        )
 
     @classmethod
     def load(
@@ -103,11 +133,13 @@ class FinetuneConfig(Config):
 
 
 def resolve_checkpoint(uri: str) -> str:
-    """A checkpoint folder, or a run folder's newest committed checkpoint (absolute: Ray
-    workers run in folders of their own)."""
+    """A checkpoint folder, or a run folder's selected model (``final``) or else its newest
+    committed checkpoint (absolute: Ray workers run in folders of their own)."""
     uri = storage.absolute(uri)
     if storage.exists(storage.join(uri, "meta.json")):
         return uri
+    if storage.exists(storage.join(uri, select.FINAL, "meta.json")):
+        return storage.join(uri, select.FINAL)
     latest = ckpt.latest_checkpoint(uri)
     if latest is None:
         raise FileNotFoundError(f"no checkpoint (meta.json) at {uri}, nor a committed one under it")
@@ -147,6 +179,18 @@ def _targets(tokenizer: Tokenizer):
     return prepare
 
 
+def _speed_augment(factors: list[float], seed: int):
+    """A training-batch transform: one speed factor per batch, drawn from ``factors``."""
+    rng = random.Random(seed)
+
+    def augment(batch: dict) -> dict:
+        factor = rng.choice(factors)
+        feats, lengths = speed_perturb(batch["feats"], batch["lengths"], factor)
+        return {**batch, "feats": feats, "lengths": lengths}
+
+    return augment
+
+
 def _train_worker(config: dict[str, Any]) -> None:
     """Runs on every Ray Train worker."""
     cfg = FinetuneConfig.from_dict(config["cfg"])
@@ -168,7 +212,12 @@ def _train_worker(config: dict[str, Any]) -> None:
         ],
         cfg.optim,
     )
-    scheduler = build_scheduler(optimizer, [cfg.optim.warmup_steps, cfg.head_warmup_steps])
+    scheduler = build_scheduler(
+        optimizer,
+        [cfg.optim.warmup_steps, cfg.head_warmup_steps],
+        cfg.optim,
+        cfg.train.max_steps,
+    )
     run = _Run(
         config["run_dir"],
         cfg.train,
@@ -177,6 +226,12 @@ def _train_worker(config: dict[str, Any]) -> None:
         config["meta"],
         prepare_batch=_targets(tokenizer),
         files={"tokenizer.model": tokenizer.model_bytes},
+        augment=_speed_augment(cfg.speed_perturb, cfg.train.seed + rank)
+        if cfg.speed_perturb
+        else None,
+        accumulation=cfg.optim.accumulation,
+        select=cfg.select if cfg.dev else None,
+        decode_text=tokenizer.decode if cfg.dev else None,
     )
     stepper = Stepper(
         model,
@@ -244,6 +299,66 @@ def select_rows(
     return selection, totals, hours
 
 
+_DEV_COLUMNS = ["id", "feats", "num_frames", "num_mel_bins", "text"]
+
+
+def dev_selection(features: str, manifest: str) -> Selection:
+    """The dev manifest's labeled rows that have features."""
+    table = storage.read_parquet(manifest)
+    table = table.filter(pc.is_valid(table.column("text")))
+    rows, _ = usable_rows(table, quarantined_ids(features))
+    if not rows:
+        raise ConfigError("dev", f"{manifest} has no labeled row with features in {features}")
+    return Selection(ids=list(rows), shards=set(rows.values()))
+
+
+def score_dev(
+    model: torch.nn.Module, rows: list[dict], tokenizer: Tokenizer, max_frames: int
+) -> dict[str, float]:
+    """Dev rates of a plain (single-process) model on feature rows."""
+    frames = lambda r: int(r["num_frames"])  # noqa: E731
+    prepare = _targets(tokenizer)
+    plan = [
+        (prepare(collate_features(b)), True)
+        for b in greedy_cut(sorted(rows, key=frames), frames, max_frames)
+    ]
+    return rates(score_batches(model, plan, tokenizer.decode, torch.device("cpu")))
+
+
+def select_final(
+    cfg: FinetuneConfig, run_dir: str, dev_rows: list[dict], tokenizer: Tokenizer
+) -> dict[str, Any]:
+    """Write ``RUN/final`` from the scored checkpoints (see module doc); what was chosen."""
+    metric = cfg.select.metric
+    top = select.best(select.scored_checkpoints(run_dir), metric, cfg.select.keep_best)
+    if not top:
+        return {}
+    meta = ckpt.read_meta(top[0].path)
+    model = asr_model_from_meta(meta)
+    chosen = {"kind": "best", "steps": [top[0].step], "scores": top[0].scores}
+    if cfg.select.average and len(top) > 1:
+        model.load_state_dict(select.average_weights(model, [t.path for t in top]))
+        averaged = score_dev(model, dev_rows, tokenizer, cfg.bucket.max_frames * 2)
+        chosen["averaged_scores"] = averaged
+        if averaged[metric] <= top[0].scores[metric]:
+            chosen = {
+                **chosen,
+                "kind": "average",
+                "steps": [t.step for t in top],
+                "scores": averaged,
+            }
+    if chosen["kind"] == "best":
+        ckpt.load_model_weights(top[0].path, model)
+    chosen["best_single"] = {"step": top[0].step, "scores": top[0].scores}
+    select.save_model(
+        storage.join(run_dir, select.FINAL),
+        model,
+        {**meta, "selected": chosen},
+        {"tokenizer.model": tokenizer.model_bytes},
+    )
+    return chosen
+
+
 def fbank_config(features: str) -> dict[str, Any]:
     """The feature settings a featurize output was made with (defaults for older outputs)."""
     path = storage.join(features, "featurize_config.json")
@@ -262,6 +377,12 @@ def run_finetune(cfg: FinetuneConfig, out: str, ray_address: str | None = None) 
     selection, totals, hours = select_rows(
         cfg.features, cfg.manifest, cfg.pseudo_labels, cfg.pseudo_ratio
     )
+    dev = dev_selection(cfg.features, cfg.dev) if cfg.dev else None
+    epoch_steps = steps_per_epoch(
+        cfg.features, selection, cfg.bucket, cfg.scaling.num_workers, cfg.optim.accumulation
+    )
+    if cfg.train.max_epochs:
+        cfg.train.max_steps = max(1, round(cfg.train.max_epochs * epoch_steps))
     meta = {
         "stage": "finetune",
         "config": cfg.to_dict(),
@@ -272,6 +393,7 @@ def run_finetune(cfg: FinetuneConfig, out: str, ray_address: str | None = None) 
         "fbank": fbank_config(cfg.features),
         "init": init_checkpoint,
         "labeled_hours": hours,
+        "steps_per_epoch": epoch_steps,
     }
     init_ray(ray_address)
     start = time.perf_counter()
@@ -290,10 +412,17 @@ def run_finetune(cfg: FinetuneConfig, out: str, ray_address: str | None = None) 
         out,
         cfg.run_name,
         selection,
+        dev,
     )
-    wall = time.perf_counter() - start
     if result.error:
         raise RuntimeError(f"fine-tuning failed: {result.error}") from result.error
+    run_dir = storage.join(storage.absolute(out), cfg.run_name)
+    chosen = {}
+    if dev is not None:
+        chosen = select_final(
+            cfg, run_dir, feature_rows(cfg.features, dev, _DEV_COLUMNS), tokenizer
+        )
+    wall = time.perf_counter() - start
     metrics = result.metrics or {}
     with torch.device("meta"):
         params = count_parameters(
@@ -317,7 +446,11 @@ def run_finetune(cfg: FinetuneConfig, out: str, ray_address: str | None = None) 
             "params": params,
             "vocab_size": tokenizer.vocab_size,
             "wall_s": round(wall, 1),
-            "checkpoint": result.checkpoint.path if result.checkpoint else None,
+            "epochs": round(int(metrics.get("step", 0)) / epoch_steps, 2),
+            "checkpoint": storage.join(run_dir, select.FINAL)
+            if chosen
+            else (result.checkpoint.path if result.checkpoint else None),
+            "selected": chosen or None,
             "run_dir": storage.join(out, cfg.run_name),
         },
     )

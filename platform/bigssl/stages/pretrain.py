@@ -23,7 +23,12 @@ from bigssl.models import SSLConfig, build_ssl_model_from_config, count_paramete
 from bigssl.models.parallelize import parallelize
 from bigssl.stages.runtime import init_ray
 from bigssl.stages.trainer import LoopConfig, ScalingSettings, _Run, fit, worker_loop
-from bigssl.stages.training_data import feature_hours, pool_selection, shard_totals
+from bigssl.stages.training_data import (
+    feature_hours,
+    pool_selection,
+    shard_totals,
+    steps_per_epoch,
+)
 from bigssl.summary import StageSummary
 from bigssl.training.optim import OptimConfig, build_optimizer, build_scheduler
 from bigssl.training.step import Stepper
@@ -67,9 +72,16 @@ def _train_worker(config: dict[str, Any]) -> None:
     optimizer = build_optimizer(
         [{"params": [p for p in model.parameters() if p.requires_grad]}], cfg.optim
     )
-    scheduler = build_scheduler(optimizer, [cfg.optim.warmup_steps])
+    scheduler = build_scheduler(optimizer, [cfg.optim.warmup_steps], cfg.optim, cfg.train.max_steps)
     meta = {"stage": "pretrain", "config": config["cfg"], "objective": cfg.model.objective}
-    run = _Run(config["run_dir"], cfg.train, cfg.bucket, config["totals"], meta)
+    run = _Run(
+        config["run_dir"],
+        cfg.train,
+        cfg.bucket,
+        config["totals"],
+        meta,
+        accumulation=cfg.optim.accumulation,
+    )
     worker_loop(run, Stepper(model, optimizer, scheduler, cfg.optim, device))
 
 
@@ -80,6 +92,11 @@ def run_pretrain(cfg: PretrainConfig, out: str, ray_address: str | None = None) 
         selection, totals, hours = pool_selection(cfg.features, cfg.manifest)
     else:
         selection, totals, hours = None, shard_totals(cfg.features), feature_hours(cfg.features)
+    if cfg.train.max_epochs:
+        epoch_steps = steps_per_epoch(
+            cfg.features, selection, cfg.bucket, cfg.scaling.num_workers, cfg.optim.accumulation
+        )
+        cfg.train.max_steps = max(1, round(cfg.train.max_epochs * epoch_steps))
     init_ray(ray_address)
     start = time.perf_counter()
     result = fit(

@@ -163,6 +163,15 @@ def _student_finetune(finetune: FinetuneConfig, overrides: list[str]) -> Finetun
         raise ConfigError(f"student[{err.field}]", err.message) from None
 
 
+def _dev_manifest(up: Upstream) -> str:
+    """The split's dev manifest, when it holds labeled rows (model selection needs them)."""
+    path = storage.join(up.splits, "dev.parquet")
+    if not storage.exists(path):
+        return ""
+    table = storage.read_parquet(path, columns=["text"])
+    return path if table.num_rows and table.column("text").null_count < table.num_rows else ""
+
+
 def _finetune_config(cfg: SweepConfig, up: Upstream, params: dict[str, Any]) -> FinetuneConfig:
     finetune = (
         _student_finetune(cfg.finetune, cfg.student) if params["generation"] else cfg.finetune
@@ -173,6 +182,7 @@ def _finetune_config(cfg: SweepConfig, up: Upstream, params: dict[str, Any]) -> 
         manifest=storage.join(up.splits, f"labeled_{params['budget']}.parquet"),
         tokenizer=up.tokenizer,
         init=up.pretrained[params["preset"]] if params["init"] == "ssl" else "",
+        dev=_dev_manifest(up) if finetune.head == "ctc" else "",
         run_name="finetune" if params["generation"] == 0 else f"student-gen{params['generation']}",
         preset=params["preset"],
     )

@@ -17,6 +17,12 @@ Design decisions:
 - A checkpoint merges the workers' data positions, saves through DCP into a local
   temp folder on every rank (Ray merges the ranks' files), reports it under a
   step-named folder, and rank 0 then marks it ``COMMITTED`` for the factory.
+- With a dev set (fine-tuning), every ``eval_every`` steps each rank scores its share
+  of it (Ray Train splits the ``dev`` dataset across workers), the counts are
+  all-reduced, and a checkpoint is saved with the scores beside it; retention and early
+  stopping read those scores (:mod:`bigssl.training.selection`). Ranks run the same
+  number of dev batches (FSDP's forward is a collective): a rank with fewer repeats its
+  last one uncounted.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import numpy as np
 import ray
 import ray.train
 import torch
@@ -38,13 +45,15 @@ from ray.train.torch import TorchTrainer
 
 from bigssl import storage
 from bigssl.config import Config, ConfigError, check
-from bigssl.data.bucketing import BucketConfig, bucket_batches, collate_features
+from bigssl.data.bucketing import BucketConfig, bucket_batches, collate_features, greedy_cut
 from bigssl.stages.training_data import Selection, make_datasets
 from bigssl.training import checkpoint as ckpt
+from bigssl.training import selection as select
 from bigssl.training.epoch_cache import EpochCache
 from bigssl.training.metrics import MetricsLog
 from bigssl.training.position import DataPosition
 from bigssl.training.step import Stepper
+from bigssl.training.validation import COUNT_KEYS, rates, score_batches
 
 
 @dataclass
@@ -74,8 +83,14 @@ class ScalingSettings(Config):
 @dataclass
 class LoopConfig(Config):
     max_steps: int = 100  # optimizer steps
+    # Or the run's length in passes over its data (> 0 replaces max_steps; the steps are
+    # counted from the selected rows' lengths and the bucketing before the run starts).
+    max_epochs: float = 0.0
     log_every: int = 10  # steps between metric reports
     checkpoint_every: int = 50  # steps between checkpoints (and one at the end)
+    eval_every: int = 0  # steps between dev-set scorings, each saved as a checkpoint (0 = at
+    # every checkpoint); only runs given a dev set score
+    keep_last: int = 3  # newest checkpoints kept besides the best scored (0 = keep all)
     seed: int = 0
     cache_epoch_mb: float = 512.0  # an epoch this small is served from worker memory after
     # its first pass (see bigssl.training.epoch_cache); 0 = always stream
@@ -86,6 +101,9 @@ class LoopConfig(Config):
         check(self.max_steps >= 1, "max_steps", "must be >= 1")
         check(self.log_every >= 1, "log_every", "must be >= 1")
         check(self.checkpoint_every >= 1, "checkpoint_every", "must be >= 1")
+        check(self.max_epochs >= 0, "max_epochs", "must be >= 0 (0 = use max_steps)")
+        check(self.eval_every >= 0, "eval_every", "must be >= 0 (0 = at every checkpoint)")
+        check(self.keep_last >= 0, "keep_last", "must be >= 0 (0 = keep every checkpoint)")
 
 
 def _ray_report_interval_s() -> float:
@@ -145,10 +163,34 @@ class _Run:
     meta: dict[str, Any]
     prepare_batch: Callable[[dict], dict] | None = None  # e.g. tokenize transcripts -> targets
     files: dict[str, bytes] | None = None  # written into every checkpoint (e.g. the tokenizer)
+    augment: Callable[[dict], dict] | None = None  # training batches only (speed perturbation)
+    accumulation: int = 1  # batches per optimizer step
+    select: select.SelectConfig | None = None  # with a dev set: its metric, k best, patience
+    decode_text: Callable[[list[int]], str] | None = None  # token ids -> text (dev WER)
+
+    @property
+    def scores_dev(self) -> bool:
+        return self.select is not None and self.decode_text is not None
+
+    def eval_due(self, step: int) -> bool:
+        every = self.loop.eval_every or self.loop.checkpoint_every
+        return self.scores_dev and (step % every == 0 or step == self.loop.max_steps)
+
+    def checkpoint_due(self, step: int) -> bool:
+        return (
+            step % self.loop.checkpoint_every == 0
+            or step == self.loop.max_steps
+            or self.eval_due(step)
+        )
 
 
 def save(
-    run: _Run, stepper: Stepper, step: int, position: DataPosition, metrics: dict[str, float]
+    run: _Run,
+    stepper: Stepper,
+    step: int,
+    position: DataPosition,
+    metrics: dict[str, float],
+    scores: dict[str, float] | None = None,
 ) -> DataPosition:
     merged = _gather_position(position, run.totals)
     name = f"checkpoint_{step:09d}"
@@ -170,12 +212,62 @@ def save(
             metrics, checkpoint=Checkpoint.from_directory(tmp), checkpoint_dir_name=name
         )
     if ray.train.get_context().get_world_rank() == 0:
-        storage.write_bytes(storage.join(run.run_dir, name, "COMMITTED"), b"")
+        folder = storage.join(run.run_dir, name)
+        if scores is not None:
+            select.write_scores(folder, step, scores)
+        storage.write_bytes(storage.join(folder, "COMMITTED"), b"")
+        metric = run.select.metric if run.select else ""
+        select.retain(
+            run.run_dir, run.loop.keep_last, metric, run.select.keep_best if run.select else 0
+        )
     return merged
 
 
+class _DevSet:
+    """This rank's share of the dev set, read once and kept as prepared batches."""
+
+    def __init__(self, run: _Run):
+        self.run = run
+        self.batches: list[dict] | None = None
+
+    def _load(self) -> list[dict]:
+        rows = list(ray.train.get_dataset_shard("dev").iter_rows())
+        frames = lambda r: int(r["num_frames"])  # noqa: E731
+        cut = greedy_cut(sorted(rows, key=frames), frames, self.run.bucket.max_frames * 2)
+        prepare = self.run.prepare_batch or (lambda b: b)
+        return [prepare(collate_features(batch)) for batch in cut]
+
+    def score(self, stepper: Stepper) -> dict[str, float]:
+        if self.batches is None:
+            self.batches = self._load()
+        own = len(self.batches)
+        most = own
+        if dist.is_initialized():
+            count = torch.tensor([own], device=stepper.device)
+            dist.all_reduce(count, op=dist.ReduceOp.MAX)
+            most = int(count.item())
+        filler = self.batches[-1] if self.batches else self._dummy()
+        plan = [(b, True) for b in self.batches] + [(filler, False)] * (most - own)
+        counts = score_batches(stepper.model, plan, self.run.decode_text, stepper.device)
+        totals = torch.tensor([counts[k] for k in COUNT_KEYS], dtype=torch.float64)
+        if dist.is_initialized():
+            totals = totals.to(stepper.device)
+            dist.all_reduce(totals)
+        return rates(dict(zip(COUNT_KEYS, totals.cpu().tolist(), strict=True)))
+
+    def _dummy(self) -> dict:
+        num_mel = int(self.run.meta.get("fbank", {}).get("num_mel_bins", 80))
+        return {"feats": np.zeros((1, 64, num_mel), np.float32), "lengths": np.array([64])}
+
+
+def _stop_early(run: _Run, history: list[select.Scored]) -> bool:
+    patience = run.select.patience if run.select else 0
+    return bool(patience) and select.evaluations_since_best(history, run.select.metric) >= patience
+
+
 def worker_loop(run: _Run, stepper: Stepper) -> None:
-    """Steps until ``run.loop.max_steps``, resuming model, schedule, RNG and data position."""
+    """Steps until ``run.loop.max_steps`` (or early stopping), resuming model, schedule, RNG
+    and data position; scores the dev set when the run has one."""
     rank = ray.train.get_context().get_world_rank()
     step, position, source = 0, DataPosition(), "train"
     restored = ray.train.get_checkpoint()
@@ -196,39 +288,46 @@ def worker_loop(run: _Run, stepper: Stepper) -> None:
     window = _Window()
     last_report = time.monotonic() - _ray_report_interval_s()  # the first report is free
     cache = EpochCache(run.loop.cache_epoch_mb, seed=run.loop.seed + rank)
-    while step < run.loop.max_steps:
+    dev = _DevSet(run) if run.scores_dev else None
+    started = time.perf_counter()  # the dev curve's clock: seconds of training so far
+    history = [s for s in select.scored_checkpoints(run.run_dir) if s.step <= step] if dev else []
+    stopped = _stop_early(run, history)
+    while step < run.loop.max_steps and not stopped:
         stream = ray.train.get_dataset_shard(source).iter_rows()
         # A resumed epoch is partial: never cache it.
         rows = cache.epoch_rows(stream, position.epoch) if source == "train" else iter(stream)
-        for batch in _synchronized(
-            _epoch_batches(position, rows, run.bucket, reads), stepper.device
-        ):
-            if run.prepare_batch is not None:
-                batch = run.prepare_batch(batch)
-            metrics = stepper.step([batch])
-            position.record(batch["shards"], batch["ids"].tolist())
+        batches = _synchronized(_epoch_batches(position, rows, run.bucket, reads), stepper.device)
+        for batch in _accumulated(batches, run.accumulation):
+            micro = [_prepared(run, b) for b in batch]
+            metrics = stepper.step(micro)
+            for b in micro:
+                position.record(b["shards"], b["ids"].tolist())
             step += 1
             window.add(metrics)
             _maybe_fail(run, step, rank, restored is not None)
-            if (
-                step % run.loop.log_every == 0
-                or step % run.loop.checkpoint_every == 0
-                or step == run.loop.max_steps
-            ):
+            if step % run.loop.log_every == 0 or run.checkpoint_due(step):
                 due = rank == 0 and time.monotonic() - last_report >= _ray_report_interval_s()
                 report, due = window.report(step, stepper.device, due)
+                scores = dev.score(stepper) if dev is not None and run.eval_due(step) else None
+                if scores is not None:
+                    elapsed = time.perf_counter() - started
+                    report = {**report, **scores, "epoch": position.epoch, "train_s": elapsed}
                 if log:
                     log.log(step, report)
                 _record_reads(run, rank, restored, position.epoch, reads)
-                if step % run.loop.checkpoint_every == 0 or step == run.loop.max_steps:
-                    position = save(run, stepper, step, position, report)
+                if run.checkpoint_due(step):
+                    position = save(run, stepper, step, position, report, scores)
                     last_report = time.monotonic()
                     if log:
                         log.flush()
                 elif due:
                     ray.train.report(report)
                     last_report = time.monotonic()
-            if step >= run.loop.max_steps:
+                if scores is not None:
+                    path = storage.join(run.run_dir, f"checkpoint_{step:09d}")
+                    history.append(select.Scored(step, path, scores))
+                    stopped = _stop_early(run, history)
+            if step >= run.loop.max_steps or stopped:
                 break
         else:
             for _ in rows:  # the rows of batches another worker's end cut off: completes the cache
@@ -237,6 +336,26 @@ def worker_loop(run: _Run, stepper: Stepper) -> None:
             position, source, reads = DataPosition(epoch=position.epoch + 1), "train", set()
     if log:
         log.close()
+
+
+def _accumulated(batches: Iterator[dict], size: int) -> Iterator[list[dict]]:
+    """Groups of ``size`` batches, one per optimizer step (an epoch's last may be smaller)."""
+    group: list[dict] = []
+    for batch in batches:
+        group.append(batch)
+        if len(group) == size:
+            yield group
+            group = []
+    if group:
+        yield group
+
+
+def _prepared(run: _Run, batch: dict) -> dict:
+    if run.augment is not None:
+        batch = run.augment(batch)
+    if run.prepare_batch is not None:
+        batch = run.prepare_batch(batch)
+    return batch
 
 
 class _Window:
@@ -309,6 +428,7 @@ def fit(
     out: str,
     run_name: str,
     selection: Selection | None = None,
+    dev: Selection | None = None,
 ) -> ray.train.Result:
     """Run ``train_fn`` on a Ray Train worker group; re-running the same name resumes."""
     check_data_has_cpu(scaling)
@@ -327,6 +447,6 @@ def fit(
             storage_path=out,
             failure_config=FailureConfig(max_failures=scaling.max_failures),
         ),
-        datasets=make_datasets(features, run_dir, selection),
+        datasets=make_datasets(features, run_dir, selection, dev),
     )
     return trainer.fit()

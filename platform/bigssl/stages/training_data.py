@@ -11,6 +11,8 @@ Design decisions:
 
 from __future__ import annotations
 
+import math
+import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -19,6 +21,7 @@ import pyarrow.compute as pc
 import ray
 
 from bigssl import storage
+from bigssl.data.bucketing import BucketConfig, bucket_batches
 from bigssl.data.features import shard_stem
 from bigssl.training import checkpoint as ckpt
 
@@ -131,29 +134,42 @@ def _keep_selected(
     return pa.concat_tables(copies, promote_options="permissive")  # copies lose "not null"
 
 
-def make_datasets(
-    features: str, run_dir: str, selection: Selection | None = None
-) -> dict[str, Callable[[], ray.data.Dataset]]:
-    files = feature_files(features)
-    columns = ["id", "shard", "feats", "num_frames", "num_mel_bins", "text"]
-    if selection is not None:
-        files = [f for f in files if _stem(f) in selection.shards]
-        if not files:
-            raise FileNotFoundError(
-                f"none of the manifest's {len(selection.shards)} shards has features in {features}"
-            )
-        # Shipped once per read task; a label budget of 10 M utterances is ~200 MB of ids,
-        # beyond which a join against the manifest would be the better plan.
-        pseudo_ids = sorted(selection.pseudo)
-        select_kwargs = {
-            "ids": pa.array(sorted(selection.ids), pa.string()),
-            "pseudo_ids": pa.array(pseudo_ids, pa.string()),
-            "pseudo_text": pa.array([selection.pseudo[i] for i in pseudo_ids], pa.string()),
-            "repeat_labeled": selection.repeat_labeled,
-            "repeat_pseudo": selection.repeat_pseudo,
-        }
+def _select_kwargs(selection: Selection) -> dict:
+    # Shipped once per read task; a label budget of 10 M utterances is ~200 MB of ids,
+    # beyond which a join against the manifest would be the better plan.
+    pseudo_ids = sorted(selection.pseudo)
+    return {
+        "ids": pa.array(sorted(selection.ids), pa.string()),
+        "pseudo_ids": pa.array(pseudo_ids, pa.string()),
+        "pseudo_text": pa.array([selection.pseudo[i] for i in pseudo_ids], pa.string()),
+        "repeat_labeled": selection.repeat_labeled,
+        "repeat_pseudo": selection.repeat_pseudo,
+    }
 
-    def read(paths: list[str]) -> ray.data.Dataset:
+
+def _files_of(files: list[str], selection: Selection, what: str, features: str) -> list[str]:
+    chosen = [f for f in files if _stem(f) in selection.shards]
+    if not chosen:
+        raise FileNotFoundError(
+            f"none of the {what}'s {len(selection.shards)} shards has features in {features}"
+        )
+    return chosen
+
+
+def make_datasets(
+    features: str,
+    run_dir: str,
+    selection: Selection | None = None,
+    dev: Selection | None = None,
+) -> dict[str, Callable[[], ray.data.Dataset]]:
+    """``train`` and ``resume`` factories (see module doc), and ``dev`` when given."""
+    all_files = feature_files(features)
+    columns = ["id", "shard", "feats", "num_frames", "num_mel_bins", "text"]
+    files = (
+        all_files if selection is None else _files_of(all_files, selection, "manifest", features)
+    )
+
+    def read(paths: list[str], chosen: Selection | None = selection) -> ray.data.Dataset:
         # Data tasks ask for a quarter CPU so reads and filters share what the trainers leave.
         ds = ray.data.read_parquet(
             paths,
@@ -161,10 +177,10 @@ def make_datasets(
             override_num_blocks=len(paths),
             num_cpus=DATA_TASK_CPUS,
         )
-        if selection is not None:
+        if chosen is not None:
             ds = ds.map_batches(
                 _keep_selected,
-                fn_kwargs=select_kwargs,
+                fn_kwargs=_select_kwargs(chosen),
                 batch_format="pyarrow",
                 batch_size=None,
                 num_cpus=DATA_TASK_CPUS,
@@ -188,4 +204,43 @@ def make_datasets(
         remaining = [f for f in files if _stem(f) not in consumed] or files[:1]
         return read(remaining)
 
-    return {"train": train, "resume": resume}
+    datasets = {"train": train, "resume": resume}
+    if dev is not None:
+        dev_files = _files_of(all_files, dev, "dev manifest", features)
+        datasets["dev"] = lambda: read(dev_files, dev)
+    return datasets
+
+
+def feature_rows(features: str, selection: Selection | None, columns: list[str]) -> list[dict]:
+    """The selection's feature rows (each once; every row when None), read on the driver:
+    small sets, or few columns, only."""
+    wanted = pa.array(sorted(selection.ids), pa.string()) if selection is not None else None
+    out: list[dict] = []
+    for uri in feature_files(features):
+        if selection is None or _stem(uri) in selection.shards:
+            table = storage.read_parquet(uri, columns=columns)
+            if wanted is not None:
+                table = table.filter(pc.is_in(table.column("id"), value_set=wanted))
+            out += table.to_pylist()
+    return out
+
+
+def steps_per_epoch(
+    features: str,
+    selection: Selection | None,
+    bucket: BucketConfig,
+    num_workers: int,
+    accumulation: int,
+) -> int:
+    """Optimizer steps in one pass over the selection: its rows' lengths cut as the workers
+    cut them (each worker holds about 1 / num_workers of the rows)."""
+    pseudo = set(selection.pseudo) if selection is not None else set()
+    lengths = []
+    for row in feature_rows(features, selection, ["id", "num_frames"]):
+        repeat = 1
+        if selection is not None:
+            repeat = selection.repeat_pseudo if row["id"] in pseudo else selection.repeat_labeled
+        lengths += [int(row["num_frames"])] * repeat
+    random.Random(0).shuffle(lengths)
+    batches = sum(1 for _ in bucket_batches(lengths[::num_workers], int, bucket))
+    return max(1, math.ceil(batches / accumulation))

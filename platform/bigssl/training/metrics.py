@@ -40,7 +40,11 @@ class MetricsLog:
 
     def flush(self) -> None:
         if self.rows:
-            storage.write_parquet(pa.Table.from_pylist(self.rows), self.uri)
+            # Rows differ in keys (dev scores come every eval_every steps only), and
+            # from_pylist takes its columns from the first row: name them all.
+            names = list(dict.fromkeys(k for row in self.rows for k in row))
+            rows = [{k: row.get(k) for k in names} for row in self.rows]
+            storage.write_parquet(pa.Table.from_pylist(rows), self.uri)
         if self._writer is not None:
             self._writer.flush()
 

@@ -1,0 +1,82 @@
+"""Dev-set scoring while training: CTC loss and greedy WER/CER of a model on held-out rows.
+
+Pure torch (no Ray): the trainer calls :func:`score_batches` on each rank's share of
+the dev set and all-reduces the counts, so the rates are the corpus rates over the
+whole dev set, whatever the number of workers; a test calls it in a plain loop.
+
+Design decisions:
+- Greedy CTC decoding: it needs no LM, costs one forward, and is what the model
+  alone can do; beam search and LMs belong to ``bigssl evaluate``.
+- Counts, not rates, cross ranks (:data:`COUNT_KEYS`): averaging per-rank WERs would
+  weight a rank's few long utterances like another's many short ones.
+- ``dev_loss`` is the training loss on dev data (each utterance's CTC loss over its
+  target length, averaged over utterances), with SpecAugment and dropout off.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+
+from bigssl.decoding.ctc import greedy_decode
+from bigssl.eval.wer import utterance_errors
+from bigssl.models.ctc import ctc_loss
+from bigssl.training.step import to_device
+
+COUNT_KEYS = ("loss_sum", "utterances", "words", "errors", "chars", "char_errors")
+METRICS = ("dev_wer", "dev_cer", "dev_loss")
+
+
+@torch.no_grad()
+def score_batches(
+    model: torch.nn.Module,
+    batches: Iterable[tuple[dict[str, Any], bool]],
+    decode_text: Callable[[list[int]], str],
+    device: torch.device,
+) -> dict[str, float]:
+    """Error counts over ``(batch, counted)`` pairs; a batch with ``counted`` False is run
+    and ignored (it keeps FSDP ranks in step when one has fewer dev batches).
+
+    Each batch holds ``feats`` (B, T, F), ``lengths`` (B,), ``text`` (B,), ``targets``
+    (B, S) and ``target_lengths`` (B,) (as fine-tuning's ``prepare_batch`` makes them).
+    """
+    was_training = model.training
+    model.eval()
+    counts = dict.fromkeys(COUNT_KEYS, 0.0)
+    try:
+        for batch, counted in batches:
+            feats, lengths = to_device(batch, device)
+            log_probs, out_lengths = model(feats, lengths)
+            if not counted:
+                continue
+            target_lengths = torch.as_tensor(batch["target_lengths"]).to(device)
+            losses = ctc_loss(
+                log_probs,
+                out_lengths,
+                torch.as_tensor(batch["targets"]).to(device),
+                target_lengths,
+                reduction="none",
+            )
+            counts["loss_sum"] += float((losses / target_lengths.clamp(min=1)).sum())
+            hypotheses = greedy_decode(log_probs.float().cpu(), out_lengths.cpu())
+            for reference, hypothesis in zip(batch["text"], hypotheses, strict=True):
+                errors = utterance_errors(str(reference), decode_text(hypothesis.tokens))
+                for key in ("words", "errors", "chars", "char_errors"):
+                    counts[key] += errors[key]
+                counts["utterances"] += 1
+    finally:
+        model.train(was_training)
+    return counts
+
+
+def rates(counts: dict[str, float]) -> dict[str, float]:
+    """Summed counts -> ``dev_wer``, ``dev_cer``, ``dev_loss``, ``dev_utterances``."""
+    utterances = max(counts["utterances"], 1.0)
+    return {
+        "dev_wer": counts["errors"] / max(counts["words"], 1.0),
+        "dev_cer": counts["char_errors"] / max(counts["chars"], 1.0),
+        "dev_loss": counts["loss_sum"] / utterances,
+        "dev_utterances": counts["utterances"],
+    }
