@@ -1,0 +1,199 @@
+"""The shipped CTC recipe on the real corpora in ../shared/data -> RESULTS.md (regenerated, not typed).
+
+For each corpus: ``bigssl prepare dir`` -> ``split`` -> ``featurize`` -> ``tokenizer``
+(characters) -> ``finetune`` with ``configs/finetune-small-corpus.yaml`` and the
+corpus's few overrides below (scored on dev while training, k-best averaged) ->
+``evaluate`` on dev and on test. Every choice of recipe was made on dev; the test
+set is scored once, at the end, for this table. Each corpus's row lands in
+``OUT/CORPUS/result.json`` as it finishes, so a re-run skips what is done (and
+``--force`` redoes it); RESULTS.md is rewritten from every ``result.json`` there.
+
+    python bench/real_corpora.py                       # all three, ~45 min on 2 cores
+    python bench/real_corpora.py --corpora fsdd --results /tmp/RESULTS.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+RECIPE = ROOT / "configs" / "finetune-small-corpus.yaml"
+
+# Split and fine-tuning overrides per corpus (everything else is the shipped recipe).
+CORPORA: dict[str, dict] = {
+    "fsdd": {
+        "what": "FSDD v1.0.10, isolated digits, 6 speakers, 8 kHz",
+        "split": ["fractions=1", "dev_hours=0.03", "speaker_disjoint=false"],
+        "test": "official (recording index 0-4)",
+        "finetune": ["train.max_epochs=45", "train.eval_every=90"],
+        "targets": {"wer": 0.02},
+    },
+    "speech_commands": {
+        "what": "Speech Commands v0.02 sample, 35 words, 235 speakers",
+        "split": ["fractions=1", "dev_hours=0.06", "test_hours=0.1", "speaker_disjoint=true"],
+        "test": "speaker-disjoint, carved (0.1 h)",
+        "finetune": ["train.max_epochs=30", "train.eval_every=100"],
+        "targets": {"wer": 0.15},
+    },
+    "ljspeech_part": {
+        "what": "LJ Speech 1.1, LJ001-0001 ... LJ002-0200, one speaker, read sentences",
+        "split": ["fractions=1", "dev_hours=0.04", "test_hours=0.05", "speaker_disjoint=false"],
+        "test": "utterance split, carved (0.05 h)",
+        "finetune": ["train.max_epochs=32", "train.eval_every=150"],
+        "targets": {"cer": 0.12, "wer": 0.35},
+    },
+}
+POOL = ["pool.replicas=2", "pool.cpus_per_replica=0.5"]
+
+
+def run_corpus(name: str, out: Path, extra: list[str]) -> dict:
+    from bigssl.data.features import FeaturizeConfig
+    from bigssl.stages.evaluate import EvaluateConfig, run_evaluate
+    from bigssl.stages.featurize import run_featurize
+    from bigssl.stages.finetune import FinetuneConfig, run_finetune
+    from bigssl.stages.prepare import prepare_dir
+    from bigssl.stages.split import run_split
+    from bigssl.stages.tokenizer import tokenizer_main
+
+    spec = CORPORA[name]
+    work = out / name
+    corpus, splits, features, tok = (work / n for n in ("corpus", "splits", "features", "tok"))
+    start = time.perf_counter()
+    prepare_dir(str(SHARED / name / "manifest.jsonl"), str(corpus), None, [])
+    run_split(str(corpus / "manifest.parquet"), str(splits), None, [*spec["split"], "seed=0"])
+    run_featurize(str(corpus), str(features), FeaturizeConfig())
+    tokenizer_main(
+        str(splits / "labeled_100pct.parquet"), str(tok), None, ["model_type=char", "vocab_size=60"]
+    )
+    prepared = time.perf_counter() - start
+    overrides = [
+        f"features={features}",
+        f"manifest={splits / 'labeled_100pct.parquet'}",
+        f"tokenizer={tok / 'tokenizer.model'}",
+        f"dev={splits / 'dev.parquet'}",
+        *spec["finetune"],
+        *extra,
+    ]
+    start = time.perf_counter()
+    trained = run_finetune(FinetuneConfig.load(RECIPE, overrides), str(work / "runs"))
+    train_wall = time.perf_counter() - start
+    scores = {}
+    for split in ("dev", "test"):
+        scored = run_evaluate(
+            trained.extra["checkpoint"],
+            str(splits / f"{split}.parquet"),
+            str(work / "eval" / split),
+            EvaluateConfig.load(None, POOL),
+        )
+        scores[split] = {k: scored.extra[k] for k in ("wer", "cer", "words")} | {
+            "utterances": scored.used
+        }
+    info = json.loads((splits / "summary.json").read_text())["splits"]
+    return {
+        "corpus": name,
+        "what": spec["what"],
+        "test_split": spec["test"],
+        "train_hours": info["labeled_100pct"]["hours"],
+        "dev_utterances": info["dev"]["utterances"],
+        "test_utterances": info["test"]["utterances"],
+        "command": (
+            f"bigssl finetune --config {RECIPE.relative_to(ROOT)} "
+            + " ".join(
+                o
+                for o in overrides
+                if not o.startswith(("features=", "manifest=", "tokenizer=", "dev="))
+            )
+        ),
+        "steps": trained.extra["steps"],
+        "epochs": trained.extra["epochs"],
+        "params": trained.extra["params"],
+        "selected": trained.extra["selected"],
+        "prepare_s": round(prepared, 1),
+        "train_wall_s": round(train_wall, 1),
+        "scores": scores,
+        "targets": spec["targets"],
+        "machine": f"{os.cpu_count()} CPUs, {platform.machine()}, torch threads 2, no GPU",
+        "date": time.strftime("%Y-%m-%d"),
+    }
+
+
+def _verdict(row: dict) -> str:
+    test = row["scores"]["test"]
+    parts = [
+        f"{m.upper()} {test[m] * 100:.1f} % {'≤' if test[m] <= t else '>'} {t * 100:g} %"
+        for m, t in row["targets"].items()
+    ]
+    met = all(test[m] <= t for m, t in row["targets"].items())
+    return ("met: " if met else "NOT met: ") + ", ".join(parts)
+
+
+def write_results(out: Path, target: Path) -> str:
+    rows = [json.loads(p.read_text()) for p in sorted(out.glob("*/result.json"))]
+    lines = [
+        "# Results",
+        "",
+        "Written by `python bench/real_corpora.py` from its `result.json` files; do not edit by hand.",
+        "CTC from scratch (no pre-training, no LM, greedy decoding) with the shipped recipe",
+        f"`{RECIPE.relative_to(ROOT)}`, 100 % of each corpus's training labels. The recipe was",
+        "chosen on dev; each test set was scored once, for this table. Wall times are",
+        "fine-tuning from featurized data (Ray start-up, training, dev scoring, selection).",
+        "",
+        "| corpus | train h | test set | dev WER | dev CER | **test WER** | **test CER** | target | epochs | train wall | machine |",
+        "|---|---:|---|---:|---:|---:|---:|---|---:|---:|---|",
+    ]
+    for r in rows:
+        dev, test = r["scores"]["dev"], r["scores"]["test"]
+        lines.append(
+            f"| {r['corpus']} | {r['train_hours']:.3f} | {r['test_split']}, {r['test_utterances']} utts "
+            f"| {dev['wer'] * 100:.1f} % | {dev['cer'] * 100:.1f} % "
+            f"| **{test['wer'] * 100:.1f} %** | **{test['cer'] * 100:.1f} %** | {_verdict(r)} "
+            f"| {r['epochs']:g} | {r['train_wall_s'] / 60:.1f} min | {r['machine']} |"
+        )
+    lines += ["", "## Commands", ""]
+    for r in rows:
+        sel = r["selected"] or {}
+        lines += [
+            f"- **{r['corpus']}** ({r['what']}; {r['date']}): `{r['command']}`, "
+            f"{r['steps']} steps, {r['params'] / 1e6:.2f} M parameters; final model = "
+            f"{sel.get('kind', '?')} of steps {sel.get('steps')}",
+        ]
+    text = "\n".join(lines) + "\n"
+    target.write_text(text)
+    return text
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--corpora", default=",".join(CORPORA))
+    parser.add_argument("--out", default=str(ROOT / "runs" / "real_corpora"))
+    parser.add_argument("--results", default=str(ROOT / "RESULTS.md"))
+    parser.add_argument("--force", action="store_true", help="redo corpora already done")
+    parser.add_argument("overrides", nargs="*", help="extra finetune overrides for every corpus")
+    args = parser.parse_args()
+    if not SHARED.is_dir():
+        raise SystemExit(f"no corpora at {SHARED} (the ../shared checkout)")
+    from bigssl.stages.runtime import init_ray
+
+    init_ray(None)
+    out = Path(args.out)
+    for name in args.corpora.split(","):
+        result = out / name / "result.json"
+        if result.exists() and not args.force:
+            continue
+        if (out / name).exists():
+            shutil.rmtree(out / name)
+        row = run_corpus(name, out, args.overrides)
+        result.write_text(json.dumps(row, indent=2, default=str))
+        print(f"{name}: test {row['scores']['test']}  ({_verdict(row)})", flush=True)
+    print(write_results(out, Path(args.results)))
+
+
+if __name__ == "__main__":
+    main()
