@@ -53,6 +53,8 @@ def test_tts_prepare_split_featurize_through_the_cli(ray_session, tmp_path, caps
                 "0.1,1",
                 "--test-hours",
                 "0.003",
+                "--dev-hours",
+                "0.003",
                 "--out",
                 str(out / "splits"),
             ]

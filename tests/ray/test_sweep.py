@@ -24,6 +24,7 @@ GRID = [
     "name=resume",
     "split.fractions=0.5,1",
     "split.test_hours=0.01",
+    "split.dev_hours=0.005",  # the default 0.05 h dev would take this 0.05 h corpus whole
     "grid.recipes=scratch",
     "finetune.train.max_steps=8",
     "finetune.train.log_every=4",
