@@ -162,3 +162,61 @@ def test_metrics_log_keeps_columns_that_only_some_rows_have(tmp_path):
         {"step": 10, "loss": 2.0, "dev_wer": None},
         {"step": 20, "loss": 1.5, "dev_wer": 0.5},
     ]
+
+
+def _ctc_step(precision: str) -> tuple[float, list[torch.dtype]]:
+    from bigssl.models.ctc import build_ctc_model
+    from bigssl.models.presets import tiny
+    from bigssl.training.step import Stepper
+
+    torch.manual_seed(0)
+    model = build_ctc_model(tiny(), 12)
+    seen: list[torch.dtype] = []
+    model.head.register_forward_hook(lambda _m, _i, out: seen.append(out.dtype))
+    cfg = OptimConfig(peak_lr=1e-3, warmup_steps=1, precision=precision)
+    optimizer = build_optimizer([{"params": list(model.parameters())}], cfg)
+    stepper = Stepper(
+        model,
+        optimizer,
+        build_scheduler(optimizer, [1], cfg),
+        cfg,
+        torch.device("cpu"),
+        extra_keys=("targets", "target_lengths"),
+    )
+    rng = np.random.default_rng(0)
+    batch = {
+        "feats": rng.standard_normal((3, 120, 80)).astype(np.float32),
+        "lengths": np.array([120, 100, 80]),
+        "targets": rng.integers(1, 12, (3, 6)),
+        "target_lengths": np.array([6, 5, 4]),
+    }
+    return stepper.step([batch])["loss"], seen
+
+
+def test_bf16_precision_autocasts_the_cpu_forward_and_keeps_the_loss():
+    loss32, dtypes32 = _ctc_step("auto")  # auto on CPU: float32
+    loss16, dtypes16 = _ctc_step("bf16")
+    assert dtypes32 == [torch.float32] and dtypes16 == [torch.bfloat16]
+    assert math.isfinite(loss16) and loss16 == pytest.approx(loss32, rel=0.02)
+    with pytest.raises(ConfigError, match="precision"):
+        OptimConfig.from_dict({"precision": "fp16"})
+
+
+def test_mask_dropout_drops_at_rate_p_scales_the_rest_and_is_the_identity_in_eval():
+    from bigssl.models.conformer import ConformerEncoder, MaskDropout
+    from bigssl.models.presets import tiny
+
+    torch.manual_seed(0)
+    drop = MaskDropout(0.25)
+    x = torch.ones(200, 500, requires_grad=True)
+    y = drop(x)
+    zeros = float((y == 0).float().mean())
+    assert zeros == pytest.approx(0.25, abs=0.01)
+    assert torch.allclose(y[y != 0], torch.full_like(y[y != 0], 1 / 0.75))
+    y.sum().backward()
+    assert torch.equal(x.grad, (y != 0).float() / 0.75)  # the same mask in the backward
+    drop.eval()
+    assert torch.equal(drop(x), x)
+    encoder = ConformerEncoder(tiny())
+    plain = [m for m in encoder.modules() if type(m) is torch.nn.Dropout]
+    assert not plain and any(isinstance(m, MaskDropout) for m in encoder.modules())

@@ -248,7 +248,9 @@ class _DevSet:
             most = int(count.item())
         filler = self.batches[-1] if self.batches else self._dummy()
         plan = [(b, True) for b in self.batches] + [(filler, False)] * (most - own)
-        counts = score_batches(stepper.model, plan, self.run.decode_text, stepper.device)
+        counts = score_batches(
+            stepper.model, plan, self.run.decode_text, stepper.device, stepper.precision
+        )
         totals = torch.tensor([counts[k] for k in COUNT_KEYS], dtype=torch.float64)
         if dist.is_initialized():
             totals = totals.to(stepper.device)

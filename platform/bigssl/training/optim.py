@@ -38,6 +38,10 @@ class OptimConfig(Config):
     warmup_fraction: float = 0.0
     hold_fraction: float = 0.4  # tri_stage: steps at the peak, as a fraction of the run
     final_lr_scale: float = 0.05  # tri_stage: the last step's LR over the peak
+    # The forward's precision: "auto" = bf16 autocast on CUDA, float32 on CPU; "bf16"
+    # autocasts on CPU too (bench/cpu_step.py: 0.65-0.73 of the fp32 step time on this
+    # AVX512-BF16 CPU, same loss to 0.01 %); "fp32" never autocasts. CTC loss stays float32.
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
 
     def validate(self) -> None:
         check(self.peak_lr > 0, "peak_lr", "must be > 0")

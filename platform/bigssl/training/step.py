@@ -4,7 +4,8 @@ Batches are dicts from ``bigssl.data.bucketing.collate_features``:
 ``feats`` (B, T, F) float32, ``lengths`` (B,) int64, plus any ``extra_keys``
 (CTC fine-tuning passes ``targets`` and ``target_lengths``) given to the model as
 keyword arguments. The model returns a dict with ``loss`` plus scalar metrics.
-On CUDA the forward runs under bf16 autocast.
+The forward runs under bf16 autocast on CUDA, and on CPU with ``optim.precision=bf16``
+(:func:`autocast_for`).
 
 ``frozen`` parameters (the encoder during fine-tuning's first steps) get their
 gradients dropped before the update while ``scheduler.last_epoch < frozen_until``;
@@ -41,6 +42,14 @@ def _sync_context(model: nn.Module, sync: bool):
     return nullcontext()
 
 
+def autocast_for(device: torch.device | str, precision: str = "auto"):
+    """The autocast context of a forward on ``device`` at ``precision`` (auto|bf16|fp32)."""
+    device = torch.device(device)
+    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
+        return nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
 class Stepper:
     """Owns model, optimizer and schedule; ``step(micro_batches)`` is one optimizer update."""
 
@@ -57,7 +66,7 @@ class Stepper:
     ):
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
         self.cfg, self.device = cfg, device
-        self.autocast = device.type == "cuda"
+        self.precision = cfg.precision
         self.extra_keys = extra_keys
         self.frozen, self.frozen_until = frozen or [], frozen_until
 
@@ -67,9 +76,7 @@ class Stepper:
         for index, batch in enumerate(micro_batches):
             feats, lengths = to_device(batch, self.device)
             with _sync_context(self.model, index == len(micro_batches) - 1):
-                with (
-                    torch.autocast("cuda", dtype=torch.bfloat16) if self.autocast else nullcontext()
-                ):
+                with autocast_for(self.device, self.precision):
                     extra = {
                         k: torch.as_tensor(batch[k]).to(self.device, non_blocking=True)
                         for k in self.extra_keys

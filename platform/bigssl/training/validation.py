@@ -23,7 +23,7 @@ import torch
 from bigssl.decoding.ctc import greedy_decode
 from bigssl.eval.wer import utterance_errors
 from bigssl.models.ctc import ctc_loss
-from bigssl.training.step import to_device
+from bigssl.training.step import autocast_for, to_device
 
 COUNT_KEYS = ("loss_sum", "utterances", "words", "errors", "chars", "char_errors")
 METRICS = ("dev_wer", "dev_cer", "dev_loss")
@@ -35,6 +35,7 @@ def score_batches(
     batches: Iterable[tuple[dict[str, Any], bool]],
     decode_text: Callable[[list[int]], str],
     device: torch.device,
+    precision: str = "auto",
 ) -> dict[str, float]:
     """Error counts over ``(batch, counted)`` pairs; a batch with ``counted`` False is run
     and ignored (it keeps FSDP ranks in step when one has fewer dev batches).
@@ -48,7 +49,8 @@ def score_batches(
     try:
         for batch, counted in batches:
             feats, lengths = to_device(batch, device)
-            log_probs, out_lengths = model(feats, lengths)
+            with autocast_for(device, precision):
+                log_probs, out_lengths = model(feats, lengths)
             if not counted:
                 continue
             target_lengths = torch.as_tensor(batch["target_lengths"]).to(device)
