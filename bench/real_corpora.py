@@ -8,7 +8,7 @@ set is scored once, at the end, for this table. Each corpus's row lands in
 ``OUT/CORPUS/result.json`` as it finishes, so a re-run skips what is done (and
 ``--force`` redoes it); RESULTS.md is rewritten from every ``result.json`` there.
 
-    python bench/real_corpora.py                       # all three, ~45 min on 2 cores
+    python bench/real_corpora.py                       # all three, ~55 min on 2 cores
     python bench/real_corpora.py --corpora fsdd --results /tmp/RESULTS.md
 """
 
@@ -32,21 +32,21 @@ CORPORA: dict[str, dict] = {
         "what": "FSDD v1.0.10, isolated digits, 6 speakers, 8 kHz",
         "split": ["fractions=1", "dev_hours=0.03", "speaker_disjoint=false"],
         "test": "official (recording index 0-4)",
-        "finetune": ["train.max_epochs=45", "train.eval_every=90"],
+        "finetune": ["train.max_epochs=75", "train.eval_every=90"],
         "targets": {"wer": 0.02},
     },
     "speech_commands": {
         "what": "Speech Commands v0.02 sample, 35 words, 235 speakers",
         "split": ["fractions=1", "dev_hours=0.06", "test_hours=0.1", "speaker_disjoint=true"],
         "test": "speaker-disjoint, carved (0.1 h)",
-        "finetune": ["train.max_epochs=30", "train.eval_every=100"],
+        "finetune": ["train.max_epochs=60", "train.eval_every=100"],
         "targets": {"wer": 0.15},
     },
     "ljspeech_part": {
         "what": "LJ Speech 1.1, LJ001-0001 ... LJ002-0200, one speaker, read sentences",
         "split": ["fractions=1", "dev_hours=0.04", "test_hours=0.05", "speaker_disjoint=false"],
         "test": "utterance split, carved (0.05 h)",
-        "finetune": ["train.max_epochs=32", "train.eval_every=150"],
+        "finetune": ["train.max_epochs=48", "train.eval_every=150"],
         "targets": {"cer": 0.12, "wer": 0.35},
     },
 }
