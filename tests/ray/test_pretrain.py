@@ -53,10 +53,12 @@ def test_loss_falls_under_each_strategy(tts_features, tmp_path, strategy, object
     """Both strategies under Ray Train with both objectives, on streamed batches.
 
     BEST-RQ's loss falls clearly in 12 steps. wav2vec 2.0's contrastive loss sits at
-    chance, log(K + 1), until it takes off (steps 28-35 here), so its run is longer
-    and it is checked against chance, not against its own first steps.
+    chance, log(K + 1), until it takes off, so its run is longer and it is checked
+    against chance, not against its own first steps. The take-off step varies with the
+    streamed batch order: steps 20-28 here, ~40 on CI's machine (where 45 steps left
+    the last five at 2.93 mean, just above the bound), hence 60 steps.
     """
-    steps = 12 if objective == "bestrq" else 45
+    steps = 12 if objective == "bestrq" else 60
     cfg, summary, metrics = pretrain(
         tts_features,
         tmp_path,
@@ -77,7 +79,7 @@ def test_loss_falls_under_each_strategy(tts_features, tmp_path, strategy, object
     else:
         chance = math.log(cfg.model.wav2vec2.num_negatives + 1)
         contrastive = [r["contrastive_loss"] for r in metrics]
-        # Measured (DDP, 40 steps): 3.05-3.15 until step 28, 2.75-2.84 at steps 36-40.
+        # Measured (FSDP, 70 steps, 3 runs): 3.0-3.1 until steps 18-25, 1.6-2.2 at steps 55-60.
         assert sum(contrastive[-5:]) / 5 < chance - 0.15, contrastive
         assert last < first and min(r["code_perplexity"] for r in metrics[-5:]) > 10.0
 
