@@ -10,6 +10,8 @@ set is scored once, at the end, for this table. Each corpus's row lands in
 
     python bench/real_corpora.py                       # all three, ~55 min on 2 cores
     python bench/real_corpora.py --corpora fsdd --results /tmp/RESULTS.md
+    python bench/real_corpora.py --corpora speech_commands --out /tmp/try --dev-only \
+        --tokenizer model_type=unigram,vocab_size=64 train.max_epochs=40   # a candidate, on dev
 """
 
 from __future__ import annotations
@@ -53,7 +55,13 @@ CORPORA: dict[str, dict] = {
 POOL = ["pool.replicas=2", "pool.cpus_per_replica=0.5"]
 
 
-def run_corpus(name: str, out: Path, extra: list[str]) -> dict:
+def run_corpus(
+    name: str,
+    out: Path,
+    extra: list[str],
+    tokenizer: list[str] | None = None,
+    dev_only: bool = False,
+) -> dict:
     from bigssl.data.features import FeaturizeConfig
     from bigssl.stages.evaluate import EvaluateConfig, run_evaluate
     from bigssl.stages.featurize import run_featurize
@@ -70,7 +78,10 @@ def run_corpus(name: str, out: Path, extra: list[str]) -> dict:
     run_split(str(corpus / "manifest.parquet"), str(splits), None, [*spec["split"], "seed=0"])
     run_featurize(str(corpus), str(features), FeaturizeConfig())
     tokenizer_main(
-        str(splits / "labeled_100pct.parquet"), str(tok), None, ["model_type=char", "vocab_size=60"]
+        str(splits / "labeled_100pct.parquet"),
+        str(tok),
+        None,
+        tokenizer or spec.get("tokenizer", ["model_type=char", "vocab_size=60"]),
     )
     prepared = time.perf_counter() - start
     overrides = [
@@ -85,7 +96,7 @@ def run_corpus(name: str, out: Path, extra: list[str]) -> dict:
     trained = run_finetune(FinetuneConfig.load(RECIPE, overrides), str(work / "runs"))
     train_wall = time.perf_counter() - start
     scores = {}
-    for split in ("dev", "test"):
+    for split in ("dev",) if dev_only else ("dev", "test"):
         scored = run_evaluate(
             trained.extra["checkpoint"],
             str(splits / f"{split}.parquet"),
@@ -117,6 +128,7 @@ def run_corpus(name: str, out: Path, extra: list[str]) -> dict:
         "selected": trained.extra["selected"],
         "prepare_s": round(prepared, 1),
         "train_wall_s": round(train_wall, 1),
+        "tokenizer": tokenizer or spec.get("tokenizer", ["model_type=char", "vocab_size=60"]),
         "scores": scores,
         "targets": spec["targets"],
         "machine": f"{os.cpu_count()} CPUs, {platform.machine()}, torch threads 2, no GPU",
@@ -175,6 +187,14 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "runs" / "real_corpora"))
     parser.add_argument("--results", default=str(ROOT / "RESULTS.md"))
     parser.add_argument("--force", action="store_true", help="redo corpora already done")
+    parser.add_argument(
+        "--tokenizer", help="tokenizer overrides, comma-separated (default: the corpus's own)"
+    )
+    parser.add_argument(
+        "--dev-only",
+        action="store_true",
+        help="score dev only, for choosing a recipe: prints the row, writes no result.json",
+    )
     parser.add_argument("overrides", nargs="*", help="extra finetune overrides for every corpus")
     args = parser.parse_args()
     if not SHARED.is_dir():
@@ -189,10 +209,15 @@ def main() -> None:
             continue
         if (out / name).exists():
             shutil.rmtree(out / name)
-        row = run_corpus(name, out, args.overrides)
+        tokenizer = args.tokenizer.split(",") if args.tokenizer else None
+        row = run_corpus(name, out, args.overrides, tokenizer, args.dev_only)
+        if args.dev_only:
+            print(f"{name}: dev {row['scores']['dev']}  (dev only; no test scored)", flush=True)
+            continue
         result.write_text(json.dumps(row, indent=2, default=str))
         print(f"{name}: test {row['scores']['test']}  ({_verdict(row)})", flush=True)
-    print(write_results(out, Path(args.results)))
+    if not args.dev_only:
+        print(write_results(out, Path(args.results)))
 
 
 if __name__ == "__main__":
