@@ -220,3 +220,46 @@ def test_mask_dropout_drops_at_rate_p_scales_the_rest_and_is_the_identity_in_eva
     encoder = ConformerEncoder(tiny())
     plain = [m for m in encoder.modules() if type(m) is torch.nn.Dropout]
     assert not plain and any(isinstance(m, MaskDropout) for m in encoder.modules())
+
+
+def test_held_out_ssl_loss_sees_the_same_masks_every_scoring_and_weights_by_masked_frames():
+    from bigssl.models import SSLConfig, build_ssl_model_from_config
+    from bigssl.training.validation import score_ssl_batches, ssl_rates
+
+    cfg = SSLConfig.from_dict(
+        {
+            "objective": "bestrq",
+            "encoder": {
+                "d_model": 32,
+                "num_layers": 1,
+                "num_heads": 2,
+                "ffn_dim": 64,
+                "subsampling_channels": 8,
+            },
+        }
+    )
+    model = build_ssl_model_from_config(cfg)
+    torch.manual_seed(0)
+    batches = [
+        {"feats": torch.randn(2, 120, 80).numpy(), "lengths": np.array([120, 90])},
+        {"feats": torch.randn(1, 200, 80).numpy(), "lengths": np.array([200])},
+    ]
+    plan = [(b, True) for b in batches] + [(batches[0], False)]
+    model.train()
+    first = score_ssl_batches(model, plan, torch.device("cpu"))
+    torch.rand(7)  # the global RNG moved on: scoring must not depend on it
+    second = score_ssl_batches(model, plan, torch.device("cpu"))
+    assert first == second  # fixed masks: the curve moves only with the model
+    assert model.training  # put back as it was
+    assert first["utterances"] == 3 and first["masked"] > 0  # the uncounted batch is left out
+    out = ssl_rates(first)
+    assert out["dev_loss"] == pytest.approx(first["loss_sum"] / first["masked"])
+    assert 0 <= out["dev_accuracy"] <= 1
+
+
+def test_pretrain_config_scores_only_dev_loss():
+    from bigssl.stages.pretrain import PretrainConfig
+
+    with pytest.raises(ConfigError, match="select.metric"):
+        PretrainConfig.load(None, ["select.metric=dev_wer"])
+    assert PretrainConfig.load(None, []).select.metric == "dev_loss"

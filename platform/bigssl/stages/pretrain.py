@@ -4,6 +4,14 @@
 run folder ``OUT/RUN_NAME`` holds step-named checkpoints, ``metrics.parquet``,
 TensorBoard events and ``summary.json``. Re-running the same name resumes from
 its newest checkpoint.
+
+With ``dev=`` (a manifest of held-out utterances, e.g. the split's ``dev.parquet``;
+transcripts are not needed) every ``train.eval_every`` steps the run scores its
+objective on that audio (``dev_loss``, ``dev_accuracy``: masked-frame weighted, fixed
+masks) into ``metrics.parquet``, TensorBoard and Ray Train; retention then keeps the
+``select.keep_best`` checkpoints with the lowest ``dev_loss`` besides the newest
+``train.keep_last``, ``select.patience`` stops a run that has stopped improving, and the
+summary names the best checkpoint.
 """
 
 from __future__ import annotations
@@ -11,13 +19,13 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import ray.train
 import torch
 
 from bigssl import storage
-from bigssl.config import Config, check, load_dict
+from bigssl.config import Config, ConfigError, check, load_dict
 from bigssl.data.bucketing import BucketConfig
 from bigssl.models import SSLConfig, build_ssl_model_from_config, count_parameters, expand_preset
 from bigssl.models.parallelize import parallelize
@@ -31,7 +39,24 @@ from bigssl.stages.training_data import (
 )
 from bigssl.summary import StageSummary
 from bigssl.training.optim import OptimConfig, build_optimizer, build_scheduler
+from bigssl.training.selection import SelectConfig, best, scored_checkpoints
 from bigssl.training.step import Stepper
+
+
+@dataclass
+class PretrainSelectConfig(SelectConfig):
+    """Selection without transcripts: the held-out pre-training loss, one best kept."""
+
+    metric: Literal["dev_wer", "dev_cer", "dev_loss"] = "dev_loss"
+    keep_best: int = 1
+
+    def validate(self) -> None:
+        super().validate()
+        check(
+            self.metric == "dev_loss",
+            "metric",
+            f"pre-training scores only dev_loss (no transcripts), got {self.metric!r}",
+        )
 
 
 @dataclass
@@ -40,6 +65,9 @@ class PretrainConfig(Config):
     # Optional: only the utterances this manifest lists (a split's unlabeled.parquet: the
     # training pool, so pre-training never hears dev/test audio). Empty: every feature row.
     manifest: str = ""
+    # Optional: held-out utterances (a split's dev.parquet) whose pre-training loss is
+    # scored every train.eval_every steps. Empty: no held-out scoring.
+    dev: str = ""
     run_name: str = "pretrain"  # run folder under --out; the same name resumes
     preset: str = ""  # encoder size preset (tiny, s, m, xl, xxl, g); model.encoder.* overrides it
     model: SSLConfig = field(default_factory=SSLConfig)
@@ -47,6 +75,8 @@ class PretrainConfig(Config):
     bucket: BucketConfig = field(default_factory=BucketConfig)
     train: LoopConfig = field(default_factory=LoopConfig)
     scaling: ScalingSettings = field(default_factory=ScalingSettings)
+    # With dev=: retention keeps the keep_best lowest dev_loss; patience stops early.
+    select: PretrainSelectConfig = field(default_factory=PretrainSelectConfig)
 
     def validate(self) -> None:
         check(
@@ -81,6 +111,8 @@ def _train_worker(config: dict[str, Any]) -> None:
         config["totals"],
         meta,
         accumulation=cfg.optim.accumulation,
+        select=cfg.select if cfg.dev else None,
+        ssl_dev=bool(cfg.dev),
     )
     worker_loop(run, Stepper(model, optimizer, scheduler, cfg.optim, device))
 
@@ -97,6 +129,9 @@ def run_pretrain(cfg: PretrainConfig, out: str, ray_address: str | None = None) 
             cfg.features, selection, cfg.bucket, cfg.scaling.num_workers, cfg.optim.accumulation
         )
         cfg.train.max_steps = max(1, round(cfg.train.max_epochs * epoch_steps))
+    dev = pool_selection(cfg.features, cfg.dev)[0] if cfg.dev else None
+    if dev is not None and selection is not None and set(dev.ids) & set(selection.ids):
+        raise ConfigError("dev", f"{cfg.dev} shares utterances with manifest {cfg.manifest}")
     init_ray(ray_address)
     start = time.perf_counter()
     result = fit(
@@ -107,6 +142,7 @@ def run_pretrain(cfg: PretrainConfig, out: str, ray_address: str | None = None) 
         out,
         cfg.run_name,
         selection,
+        dev,
     )
     wall = time.perf_counter() - start
     if result.error:
@@ -115,6 +151,9 @@ def run_pretrain(cfg: PretrainConfig, out: str, ray_address: str | None = None) 
     rows = sum(totals.values())
     with torch.device("meta"):
         params = count_parameters(build_ssl_model_from_config(cfg.model).encoder)
+    run_dir = storage.join(storage.absolute(out), cfg.run_name)
+    scored = scored_checkpoints(run_dir) if dev is not None else []
+    top = best(scored, "dev_loss", 1) if scored else []
     return StageSummary(
         "pretrain",
         read=rows,
@@ -129,6 +168,13 @@ def run_pretrain(cfg: PretrainConfig, out: str, ray_address: str | None = None) 
             "encoder_params": params,
             "wall_s": round(wall, 1),
             "checkpoint": result.checkpoint.path if result.checkpoint else None,
+            "dev_loss": metrics.get("dev_loss"),
+            "dev_accuracy": metrics.get("dev_accuracy"),
+            "best_checkpoint": (
+                {"step": top[0].step, "path": top[0].path, "dev_loss": top[0].scores["dev_loss"]}
+                if top
+                else None
+            ),
             "run_dir": storage.join(out, cfg.run_name),
         },
     )

@@ -17,7 +17,8 @@ Design decisions:
 - A checkpoint merges the workers' data positions, saves through DCP into a local
   temp folder on every rank (Ray merges the ranks' files), reports it under a
   step-named folder, and rank 0 then marks it ``COMMITTED`` for the factory.
-- With a dev set (fine-tuning), every ``eval_every`` steps each rank scores its share
+- With a dev set (fine-tuning: CTC loss and greedy WER/CER; pre-training: the
+  objective's held-out loss), every ``eval_every`` steps each rank scores its share
   of it (Ray Train splits the ``dev`` dataset across workers), the counts are
   all-reduced, and a checkpoint is saved with the scores beside it; retention and early
   stopping read those scores (:mod:`bigssl.training.selection`). Ranks run the same
@@ -53,7 +54,14 @@ from bigssl.training.epoch_cache import EpochCache
 from bigssl.training.metrics import MetricsLog
 from bigssl.training.position import DataPosition
 from bigssl.training.step import Stepper
-from bigssl.training.validation import COUNT_KEYS, rates, score_batches
+from bigssl.training.validation import (
+    COUNT_KEYS,
+    SSL_COUNT_KEYS,
+    rates,
+    score_batches,
+    score_ssl_batches,
+    ssl_rates,
+)
 
 
 @dataclass
@@ -167,10 +175,11 @@ class _Run:
     accumulation: int = 1  # batches per optimizer step
     select: select.SelectConfig | None = None  # with a dev set: its metric, k best, patience
     decode_text: Callable[[list[int]], str] | None = None  # token ids -> text (dev WER)
+    ssl_dev: bool = False  # pre-training: the dev score is the objective's held-out loss
 
     @property
     def scores_dev(self) -> bool:
-        return self.select is not None and self.decode_text is not None
+        return self.select is not None and (self.decode_text is not None or self.ssl_dev)
 
     def eval_due(self, step: int) -> bool:
         every = self.loop.eval_every or self.loop.checkpoint_every
@@ -248,14 +257,19 @@ class _DevSet:
             most = int(count.item())
         filler = self.batches[-1] if self.batches else self._dummy()
         plan = [(b, True) for b in self.batches] + [(filler, False)] * (most - own)
-        counts = score_batches(
-            stepper.model, plan, self.run.decode_text, stepper.device, stepper.precision
-        )
-        totals = torch.tensor([counts[k] for k in COUNT_KEYS], dtype=torch.float64)
+        if self.run.decode_text is not None:
+            keys, to_rates = COUNT_KEYS, rates
+            counts = score_batches(
+                stepper.model, plan, self.run.decode_text, stepper.device, stepper.precision
+            )
+        else:
+            keys, to_rates = SSL_COUNT_KEYS, ssl_rates
+            counts = score_ssl_batches(stepper.model, plan, stepper.device, stepper.precision)
+        totals = torch.tensor([counts[k] for k in keys], dtype=torch.float64)
         if dist.is_initialized():
             totals = totals.to(stepper.device)
             dist.all_reduce(totals)
-        return rates(dict(zip(COUNT_KEYS, totals.cpu().tolist(), strict=True)))
+        return to_rates(dict(zip(keys, totals.cpu().tolist(), strict=True)))
 
     def _dummy(self) -> dict:
         num_mel = int(self.run.meta.get("fbank", {}).get("num_mel_bins", 80))

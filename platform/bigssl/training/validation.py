@@ -1,4 +1,5 @@
-"""Dev-set scoring while training: CTC loss and greedy WER/CER of a model on held-out rows.
+"""Dev-set scoring while training: CTC loss and greedy WER/CER of a fine-tuned model, or the
+pre-training loss of an SSL model, on held-out rows.
 
 Pure torch (no Ray): the trainer calls :func:`score_batches` on each rank's share of
 the dev set and all-reduces the counts, so the rates are the corpus rates over the
@@ -11,6 +12,10 @@ Design decisions:
   weight a rank's few long utterances like another's many short ones.
 - ``dev_loss`` is the training loss on dev data (each utterance's CTC loss over its
   target length, averaged over utterances), with SpecAugment and dropout off.
+- Pre-training's held-out loss (:func:`score_ssl_batches`) is its objective on dev audio
+  with dropout off, weighted by masked frames. Masks (and wav2vec 2.0's negatives) are
+  random; each batch draws them from a generator seeded by its index, so every scoring
+  of a run sees the same masks and the curve moves only with the model.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ from bigssl.training.step import autocast_for, to_device
 
 COUNT_KEYS = ("loss_sum", "utterances", "words", "errors", "chars", "char_errors")
 METRICS = ("dev_wer", "dev_cer", "dev_loss")
+SSL_COUNT_KEYS = ("loss_sum", "accuracy_sum", "masked", "utterances")
+SSL_MASK_SEED = 1234
 
 
 @torch.no_grad()
@@ -80,5 +87,47 @@ def rates(counts: dict[str, float]) -> dict[str, float]:
         "dev_wer": counts["errors"] / max(counts["words"], 1.0),
         "dev_cer": counts["char_errors"] / max(counts["chars"], 1.0),
         "dev_loss": counts["loss_sum"] / utterances,
+        "dev_utterances": counts["utterances"],
+    }
+
+
+@torch.no_grad()
+def score_ssl_batches(
+    model: torch.nn.Module,
+    batches: Iterable[tuple[dict[str, Any], bool]],
+    device: torch.device,
+    precision: str = "auto",
+) -> dict[str, float]:
+    """Masked-frame-weighted sums of an SSL model's ``loss`` and ``accuracy`` over
+    ``(batch, counted)`` pairs (see :func:`score_batches` for ``counted``)."""
+    was_training = model.training
+    model.eval()
+    counts = dict.fromkeys(SSL_COUNT_KEYS, 0.0)
+    devices = [device] if device.type == "cuda" else []
+    try:
+        for index, (batch, counted) in enumerate(batches):
+            feats, lengths = to_device(batch, device)
+            with torch.random.fork_rng(devices=devices):
+                torch.manual_seed(SSL_MASK_SEED + index)
+                with autocast_for(device, precision):
+                    out = model(feats, lengths)
+            if not counted:
+                continue
+            masked = float(out["num_masked"])
+            counts["loss_sum"] += float(out["loss"]) * masked
+            counts["accuracy_sum"] += float(out["accuracy"]) * masked
+            counts["masked"] += masked
+            counts["utterances"] += len(batch["lengths"])
+    finally:
+        model.train(was_training)
+    return counts
+
+
+def ssl_rates(counts: dict[str, float]) -> dict[str, float]:
+    """Summed SSL counts -> ``dev_loss``, ``dev_accuracy``, ``dev_utterances``."""
+    masked = max(counts["masked"], 1.0)
+    return {
+        "dev_loss": counts["loss_sum"] / masked,
+        "dev_accuracy": counts["accuracy_sum"] / masked,
         "dev_utterances": counts["utterances"],
     }
