@@ -45,7 +45,7 @@ from bigssl.audio.features import FbankConfig
 from bigssl.audio.perturb import speed_perturb
 from bigssl.audio.specaugment import SpecAugmentConfig
 from bigssl.config import Config, ConfigError, check, load_dict
-from bigssl.data.bucketing import BucketConfig, collate_features, greedy_cut
+from bigssl.data.bucketing import BucketConfig
 from bigssl.models import (
     ConformerConfig,
     RNNTConfig,
@@ -53,8 +53,9 @@ from bigssl.models import (
     count_parameters,
     expand_preset,
 )
-from bigssl.models.asr import Head, asr_model_from_meta
+from bigssl.models.asr import Head
 from bigssl.models.parallelize import parallelize
+from bigssl.stages.dev_set import DEV_COLUMNS, dev_batches, dev_selection, select_final
 from bigssl.stages.runtime import init_ray
 from bigssl.stages.trainer import LoopConfig, ScalingSettings, _Run, fit, worker_loop
 from bigssl.stages.training_data import (
@@ -71,7 +72,7 @@ from bigssl.training import selection as select
 from bigssl.training.optim import OptimConfig, build_optimizer, build_scheduler
 from bigssl.training.selection import SelectConfig
 from bigssl.training.step import Stepper
-from bigssl.training.validation import rates, score_batches
+from bigssl.training.validation import ctc_scorer
 
 
 def _finetune_optim() -> OptimConfig:
@@ -231,7 +232,7 @@ def _train_worker(config: dict[str, Any]) -> None:
         else None,
         accumulation=cfg.optim.accumulation,
         select=cfg.select if cfg.dev else None,
-        decode_text=tokenizer.decode if cfg.dev else None,
+        scorer=ctc_scorer(tokenizer.decode) if cfg.dev else None,
     )
     stepper = Stepper(
         model,
@@ -299,66 +300,6 @@ def select_rows(
     return selection, totals, hours
 
 
-_DEV_COLUMNS = ["id", "feats", "num_frames", "num_mel_bins", "text"]
-
-
-def dev_selection(features: str, manifest: str) -> Selection:
-    """The dev manifest's labeled rows that have features."""
-    table = storage.read_parquet(manifest)
-    table = table.filter(pc.is_valid(table.column("text")))
-    rows, _ = usable_rows(table, quarantined_ids(features))
-    if not rows:
-        raise ConfigError("dev", f"{manifest} has no labeled row with features in {features}")
-    return Selection(ids=list(rows), shards=set(rows.values()))
-
-
-def score_dev(
-    model: torch.nn.Module, rows: list[dict], tokenizer: Tokenizer, max_frames: int
-) -> dict[str, float]:
-    """Dev rates of a plain (single-process) model on feature rows."""
-    frames = lambda r: int(r["num_frames"])  # noqa: E731
-    prepare = _targets(tokenizer)
-    plan = [
-        (prepare(collate_features(b)), True)
-        for b in greedy_cut(sorted(rows, key=frames), frames, max_frames)
-    ]
-    return rates(score_batches(model, plan, tokenizer.decode, torch.device("cpu")))
-
-
-def select_final(
-    cfg: FinetuneConfig, run_dir: str, dev_rows: list[dict], tokenizer: Tokenizer
-) -> dict[str, Any]:
-    """Write ``RUN/final`` from the scored checkpoints (see module doc); what was chosen."""
-    metric = cfg.select.metric
-    top = select.best(select.scored_checkpoints(run_dir), metric, cfg.select.keep_best)
-    if not top:
-        return {}
-    meta = ckpt.read_meta(top[0].path)
-    model = asr_model_from_meta(meta)
-    chosen = {"kind": "best", "steps": [top[0].step], "scores": top[0].scores}
-    if cfg.select.average and len(top) > 1:
-        model.load_state_dict(select.average_weights(model, [t.path for t in top]))
-        averaged = score_dev(model, dev_rows, tokenizer, cfg.bucket.max_frames * 2)
-        chosen["averaged_scores"] = averaged
-        if averaged[metric] <= top[0].scores[metric]:
-            chosen = {
-                **chosen,
-                "kind": "average",
-                "steps": [t.step for t in top],
-                "scores": averaged,
-            }
-    if chosen["kind"] == "best":
-        ckpt.load_model_weights(top[0].path, model)
-    chosen["best_single"] = {"step": top[0].step, "scores": top[0].scores}
-    select.save_model(
-        storage.join(run_dir, select.FINAL),
-        model,
-        {**meta, "selected": chosen},
-        {"tokenizer.model": tokenizer.model_bytes},
-    )
-    return chosen
-
-
 def fbank_config(features: str) -> dict[str, Any]:
     """The feature settings a featurize output was made with (defaults for older outputs)."""
     path = storage.join(features, "featurize_config.json")
@@ -419,9 +360,9 @@ def run_finetune(cfg: FinetuneConfig, out: str, ray_address: str | None = None) 
     run_dir = storage.join(storage.absolute(out), cfg.run_name)
     chosen = {}
     if dev is not None:
-        chosen = select_final(
-            cfg, run_dir, feature_rows(cfg.features, dev, _DEV_COLUMNS), tokenizer
-        )
+        rows = feature_rows(cfg.features, dev, DEV_COLUMNS)
+        batches = dev_batches(rows, cfg.bucket.max_frames * 2, _targets(tokenizer))
+        chosen = select_final(cfg.select, run_dir, batches, tokenizer)
     wall = time.perf_counter() - start
     metrics = result.metrics or {}
     with torch.device("meta"):

@@ -41,6 +41,7 @@ from bigssl.summary import StageSummary
 from bigssl.training.optim import OptimConfig, build_optimizer, build_scheduler
 from bigssl.training.selection import SelectConfig, best, scored_checkpoints
 from bigssl.training.step import Stepper
+from bigssl.training.validation import SSL_SCORER
 
 
 @dataclass
@@ -112,7 +113,7 @@ def _train_worker(config: dict[str, Any]) -> None:
         meta,
         accumulation=cfg.optim.accumulation,
         select=cfg.select if cfg.dev else None,
-        ssl_dev=bool(cfg.dev),
+        scorer=SSL_SCORER if cfg.dev else None,
     )
     worker_loop(run, Stepper(model, optimizer, scheduler, cfg.optim, device))
 

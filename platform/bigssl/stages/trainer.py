@@ -36,7 +36,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import numpy as np
 import ray
 import ray.train
 import torch
@@ -46,7 +45,8 @@ from ray.train.torch import TorchTrainer
 
 from bigssl import storage
 from bigssl.config import Config, ConfigError, check
-from bigssl.data.bucketing import BucketConfig, bucket_batches, collate_features, greedy_cut
+from bigssl.data.bucketing import BucketConfig, bucket_batches, collate_features
+from bigssl.stages.dev_set import DevSet
 from bigssl.stages.training_data import Selection, make_datasets
 from bigssl.training import checkpoint as ckpt
 from bigssl.training import selection as select
@@ -54,14 +54,7 @@ from bigssl.training.epoch_cache import EpochCache
 from bigssl.training.metrics import MetricsLog
 from bigssl.training.position import DataPosition
 from bigssl.training.step import Stepper
-from bigssl.training.validation import (
-    COUNT_KEYS,
-    SSL_COUNT_KEYS,
-    rates,
-    score_batches,
-    score_ssl_batches,
-    ssl_rates,
-)
+from bigssl.training.validation import Scorer
 
 
 @dataclass
@@ -174,12 +167,11 @@ class _Run:
     augment: Callable[[dict], dict] | None = None  # training batches only (speed perturbation)
     accumulation: int = 1  # batches per optimizer step
     select: select.SelectConfig | None = None  # with a dev set: its metric, k best, patience
-    decode_text: Callable[[list[int]], str] | None = None  # token ids -> text (dev WER)
-    ssl_dev: bool = False  # pre-training: the dev score is the objective's held-out loss
+    scorer: Scorer | None = None  # with a dev set: what it is scored with (CTC or SSL)
 
     @property
     def scores_dev(self) -> bool:
-        return self.select is not None and (self.decode_text is not None or self.ssl_dev)
+        return self.select is not None and self.scorer is not None
 
     def eval_due(self, step: int) -> bool:
         every = self.loop.eval_every or self.loop.checkpoint_every
@@ -232,50 +224,6 @@ def save(
     return merged
 
 
-class _DevSet:
-    """This rank's share of the dev set, read once and kept as prepared batches."""
-
-    def __init__(self, run: _Run):
-        self.run = run
-        self.batches: list[dict] | None = None
-
-    def _load(self) -> list[dict]:
-        rows = list(ray.train.get_dataset_shard("dev").iter_rows())
-        frames = lambda r: int(r["num_frames"])  # noqa: E731
-        cut = greedy_cut(sorted(rows, key=frames), frames, self.run.bucket.max_frames * 2)
-        prepare = self.run.prepare_batch or (lambda b: b)
-        return [prepare(collate_features(batch)) for batch in cut]
-
-    def score(self, stepper: Stepper) -> dict[str, float]:
-        if self.batches is None:
-            self.batches = self._load()
-        own = len(self.batches)
-        most = own
-        if dist.is_initialized():
-            count = torch.tensor([own], device=stepper.device)
-            dist.all_reduce(count, op=dist.ReduceOp.MAX)
-            most = int(count.item())
-        filler = self.batches[-1] if self.batches else self._dummy()
-        plan = [(b, True) for b in self.batches] + [(filler, False)] * (most - own)
-        if self.run.decode_text is not None:
-            keys, to_rates = COUNT_KEYS, rates
-            counts = score_batches(
-                stepper.model, plan, self.run.decode_text, stepper.device, stepper.precision
-            )
-        else:
-            keys, to_rates = SSL_COUNT_KEYS, ssl_rates
-            counts = score_ssl_batches(stepper.model, plan, stepper.device, stepper.precision)
-        totals = torch.tensor([counts[k] for k in keys], dtype=torch.float64)
-        if dist.is_initialized():
-            totals = totals.to(stepper.device)
-            dist.all_reduce(totals)
-        return to_rates(dict(zip(keys, totals.cpu().tolist(), strict=True)))
-
-    def _dummy(self) -> dict:
-        num_mel = int(self.run.meta.get("fbank", {}).get("num_mel_bins", 80))
-        return {"feats": np.zeros((1, 64, num_mel), np.float32), "lengths": np.array([64])}
-
-
 def _stop_early(run: _Run, history: list[select.Scored]) -> bool:
     patience = run.select.patience if run.select else 0
     return bool(patience) and select.evaluations_since_best(history, run.select.metric) >= patience
@@ -304,7 +252,16 @@ def worker_loop(run: _Run, stepper: Stepper) -> None:
     window = _Window()
     last_report = time.monotonic() - _ray_report_interval_s()  # the first report is free
     cache = EpochCache(run.loop.cache_epoch_mb, seed=run.loop.seed + rank)
-    dev = _DevSet(run) if run.scores_dev else None
+    dev = (
+        DevSet(
+            run.scorer,
+            run.bucket.max_frames * 2,
+            run.prepare_batch,
+            int(run.meta.get("fbank", {}).get("num_mel_bins", 80)),
+        )
+        if run.scores_dev
+        else None
+    )
     started = time.perf_counter()  # the dev curve's clock: seconds of training so far
     history = [s for s in select.scored_checkpoints(run.run_dir) if s.step <= step] if dev else []
     stopped = _stop_early(run, history)

@@ -20,7 +20,9 @@ Design decisions:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -34,6 +36,17 @@ COUNT_KEYS = ("loss_sum", "utterances", "words", "errors", "chars", "char_errors
 METRICS = ("dev_wer", "dev_cer", "dev_loss")
 SSL_COUNT_KEYS = ("loss_sum", "accuracy_sum", "masked", "utterances")
 SSL_MASK_SEED = 1234
+
+
+@contextmanager
+def _eval_mode(model: torch.nn.Module) -> Iterator[None]:
+    """Dropout and SpecAugment off while scoring; the model's mode put back after."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
 
 
 @torch.no_grad()
@@ -50,10 +63,8 @@ def score_batches(
     Each batch holds ``feats`` (B, T, F), ``lengths`` (B,), ``text`` (B,), ``targets``
     (B, S) and ``target_lengths`` (B,) (as fine-tuning's ``prepare_batch`` makes them).
     """
-    was_training = model.training
-    model.eval()
     counts = dict.fromkeys(COUNT_KEYS, 0.0)
-    try:
+    with _eval_mode(model):
         for batch, counted in batches:
             feats, lengths = to_device(batch, device)
             with autocast_for(device, precision):
@@ -75,8 +86,6 @@ def score_batches(
                 for key in ("words", "errors", "chars", "char_errors"):
                     counts[key] += errors[key]
                 counts["utterances"] += 1
-    finally:
-        model.train(was_training)
     return counts
 
 
@@ -100,11 +109,9 @@ def score_ssl_batches(
 ) -> dict[str, float]:
     """Masked-frame-weighted sums of an SSL model's ``loss`` and ``accuracy`` over
     ``(batch, counted)`` pairs (see :func:`score_batches` for ``counted``)."""
-    was_training = model.training
-    model.eval()
     counts = dict.fromkeys(SSL_COUNT_KEYS, 0.0)
     devices = [device] if device.type == "cuda" else []
-    try:
+    with _eval_mode(model):
         for index, (batch, counted) in enumerate(batches):
             feats, lengths = to_device(batch, device)
             with torch.random.fork_rng(devices=devices):
@@ -118,8 +125,6 @@ def score_ssl_batches(
             counts["accuracy_sum"] += float(out["accuracy"]) * masked
             counts["masked"] += masked
             counts["utterances"] += len(batch["lengths"])
-    finally:
-        model.train(was_training)
     return counts
 
 
@@ -131,3 +136,25 @@ def ssl_rates(counts: dict[str, float]) -> dict[str, float]:
         "dev_accuracy": counts["accuracy_sum"] / masked,
         "dev_utterances": counts["utterances"],
     }
+
+
+@dataclass(frozen=True)
+class Scorer:
+    """What a trainer scores its dev set with: count keys (summed across ranks), a
+    function from (model, plan, device, precision) to counts, and counts -> rates."""
+
+    keys: tuple[str, ...]
+    count: Callable[..., dict[str, float]]
+    rates: Callable[[dict[str, float]], dict[str, float]]
+
+
+def ctc_scorer(decode_text: Callable[[list[int]], str]) -> Scorer:
+    """Fine-tuning's: CTC loss and greedy WER/CER, token ids decoded by ``decode_text``."""
+
+    def count(model, plan, device, precision):
+        return score_batches(model, plan, decode_text, device, precision)
+
+    return Scorer(COUNT_KEYS, count, rates)
+
+
+SSL_SCORER = Scorer(SSL_COUNT_KEYS, score_ssl_batches, ssl_rates)  # pre-training's
