@@ -60,11 +60,27 @@ class Config:
         return cls.from_dict(load_dict(path, overrides))
 
 
+def _read_yaml(path: Path) -> Any:
+    """The YAML document in ``path``; a file that is a folder, not text or not YAML is a
+    :class:`ConfigError` naming the file (a missing file stays ``FileNotFoundError``)."""
+    if path.is_dir():
+        raise ConfigError("<file>", f"{path} is a directory, not a YAML config file")
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise ConfigError("<file>", f"{path} is not UTF-8 text (byte {err.start})") from None
+    except yaml.YAMLError as err:
+        where = getattr(err, "problem_mark", None)
+        at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
+        problem = getattr(err, "problem", None) or type(err).__name__
+        raise ConfigError("<file>", f"{path} is not valid YAML{at}: {problem}") from None
+
+
 def load_dict(path: str | Path | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
     """The raw mapping of a YAML file with ``key=value`` overrides applied (not yet typed)."""
     data: dict[str, Any] = {}
     if path is not None:
-        loaded = yaml.safe_load(Path(path).read_text()) or {}
+        loaded = _read_yaml(Path(path)) or {}
         if not isinstance(loaded, dict):
             raise ConfigError("<root>", f"{path} must hold a mapping, got {type(loaded).__name__}")
         data = loaded

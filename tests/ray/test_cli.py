@@ -118,3 +118,22 @@ def test_demo_quick_runs_every_stage_end_to_end(ray_session, tmp_path, capsys):
     printed = capsys.readouterr().out
     tail = printed[printed.rindex("# WER vs labeled hours") :]  # the table, then the paths
     assert "| ssl+nst |" in tail and sweep["report"] in tail and sweep["plot"] in tail
+
+
+def test_a_config_file_that_is_no_yaml_mapping_is_exit_2_naming_the_file(tmp_path, capsys):
+    listing = fault_dir_corpus(tmp_path / "c")
+    (tmp_path / "binary.yaml").write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe\x00")
+    (tmp_path / "broken.yaml").write_text("fbank: {num_mel_bins: 40\nseed: [")
+    (tmp_path / "list.yaml").write_text("- a\n- b\n")
+    (tmp_path / "folder.yaml").mkdir()
+    for name, says in [
+        ("binary.yaml", "not UTF-8"),
+        ("broken.yaml", "not valid YAML at line"),
+        ("list.yaml", "must hold a mapping"),
+        ("folder.yaml", "is a directory"),
+    ]:
+        out = tmp_path / f"out-{name}"
+        assert _prepare_dir(listing, out, "--config", str(tmp_path / name)) == 2, name
+        err = capsys.readouterr().err
+        assert str(tmp_path / name) in err and says in err and "Traceback" not in err, err
+        assert not out.exists()  # refused before anything was written
