@@ -1,3 +1,4 @@
+import os
 import tarfile
 from pathlib import Path
 
@@ -104,3 +105,33 @@ def test_librispeech_download_unpacks_a_local_archive(tmp_path):
         tar.add(src, arcname="../LibriSpeech/x")
     with pytest.raises(ValueError, match="escapes"):
         download_librispeech("x", tmp_path / "dest2", url=evil.as_uri())
+
+
+def test_non_utf8_bytes_in_id_speaker_or_path_are_quarantined_not_a_crash(tmp_path):
+    root = tmp_path / "corpus"
+    write_audio(root / "ok.flac", 1.0)
+    write_audio(root / "spk.flac", 1.0)
+    write_audio(root / "ident.flac", 1.0)
+    os.makedirs(root, exist_ok=True)
+    latin1_name = os.fsencode(root) + b"/caf\xe9.flac"  # a real file whose name is latin-1
+    with open(latin1_name, "wb") as f:
+        f.write((root / "ok.flac").read_bytes())
+    (root / "list.jsonl").write_bytes(
+        b'{"audio": "ok.flac", "text": "fine", "speaker": "s1"}\n'
+        b'{"audio": "spk.flac", "text": "x", "speaker": "jos\xe9"}\n'
+        b'{"audio": "ident.flac", "text": "x", "id": "utt-\xe9"}\n'
+        b'{"audio": "caf\xe9.flac", "text": "x"}\n'
+    )
+    out = tmp_path / "out"
+    summary = prepare_corpus(manifest_records(root / "list.jsonl"), str(out), CFG, {"kind": "dir"})
+    assert (summary.read, summary.used, summary.quarantined) == (4, 1, 3)
+    assert [r["id"] for r in pq.read_table(out / "manifest.parquet").to_pylist()] == ["ok"]
+    reasons = sorted(r["reason"] for r in pq.read_table(out / "quarantine.parquet").to_pylist())
+    assert reasons == [
+        "non-UTF-8 bytes in 'audio_path'",
+        "non-UTF-8 bytes in 'id'",
+        "non-UTF-8 bytes in 'speaker'",
+    ]
+    # a re-run into the same folder finishes the same way instead of crashing again
+    again = prepare_corpus(manifest_records(root / "list.jsonl"), str(out), CFG, {"kind": "dir"})
+    assert (again.read, again.used, again.quarantined) == (4, 1, 3)

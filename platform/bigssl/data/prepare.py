@@ -85,9 +85,24 @@ def _encode(rec: RawUtterance) -> _Encoded:
     return _Encoded(audio, samples.shape[0] / rate, rate, samples.shape[1])
 
 
+def _not_utf8(value: object) -> bool:
+    # Manifests and file names are decoded with surrogateescape, so undecodable bytes
+    # arrive as lone surrogates; Arrow and JSON cannot write them.
+    if not isinstance(value, str):
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 def _problem(rec: RawUtterance, seen: set[str], cfg: PrepareConfig) -> str | None:
     if rec.error:
         return rec.error
+    for name in ("audio_path", "id", "speaker", "source", "split"):
+        if _not_utf8(getattr(rec, name)):
+            return f"non-UTF-8 bytes in '{name}'"
     if "." in rec.id or unsafe_name_reason(rec.id):
         return f"id {rec.id!r} is not a safe webdataset key (no '.', '..' or absolute paths)"
     if rec.id in seen:
