@@ -296,6 +296,7 @@ def select_rows(
         pseudo=pseudo,
         repeat_labeled=repeat_labeled,
         repeat_pseudo=repeat_pseudo,
+        skipped=table.num_rows - len(labeled),
     )
     return selection, totals, hours
 
@@ -372,9 +373,9 @@ def run_finetune(cfg: FinetuneConfig, out: str, ray_address: str | None = None) 
     rows = len(selection.ids)
     return StageSummary(
         "finetune" if not cfg.pseudo_labels else "student",
-        read=rows,
+        read=rows + selection.skipped,
         used=rows,
-        quarantined=0,
+        quarantined=selection.skipped,  # rows featurize quarantined, listed with reasons there
         hours=hours,
         extra={
             "steps": int(metrics.get("step", 0)),

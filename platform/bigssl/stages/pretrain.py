@@ -34,6 +34,7 @@ from bigssl.stages.trainer import LoopConfig, ScalingSettings, _Run, fit, worker
 from bigssl.stages.training_data import (
     feature_hours,
     pool_selection,
+    quarantined_ids,
     shard_totals,
     steps_per_epoch,
 )
@@ -150,6 +151,8 @@ def run_pretrain(cfg: PretrainConfig, out: str, ray_address: str | None = None) 
         raise RuntimeError(f"pre-training failed: {result.error}") from result.error
     metrics = result.metrics or {}
     rows = sum(totals.values())
+    # featurize's quarantined utterances: of the manifest's, or of the whole featurize output
+    skipped = selection.skipped if selection else len(quarantined_ids(cfg.features))
     with torch.device("meta"):
         params = count_parameters(build_ssl_model_from_config(cfg.model).encoder)
     run_dir = storage.join(storage.absolute(out), cfg.run_name)
@@ -157,9 +160,9 @@ def run_pretrain(cfg: PretrainConfig, out: str, ray_address: str | None = None) 
     top = best(scored, "dev_loss", 1) if scored else []
     return StageSummary(
         "pretrain",
-        read=rows,
+        read=rows + skipped,
         used=rows,
-        quarantined=0,
+        quarantined=skipped,  # listed with their reasons in the features' quarantine/
         hours=hours,
         extra={
             "steps": int(metrics.get("step", 0)),

@@ -77,12 +77,14 @@ def pool_selection(features: str, manifest: str) -> tuple[Selection, dict[str, i
     """Every utterance a manifest lists (text or not) that has features: selection, rows
     per shard, hours. Pre-training reads a split's pool this way, never its dev/test."""
     rows, hours = usable_rows(storage.read_parquet(manifest), quarantined_ids(features))
+    table_rows = storage.read_parquet(manifest).num_rows
     if not rows:
         raise ValueError(f"manifest: {manifest} lists no utterance with features in {features}")
     totals: dict[str, int] = {}
     for stem in rows.values():
         totals[stem] = totals.get(stem, 0) + 1
-    return Selection(ids=list(rows), shards=set(totals)), totals, hours
+    selection = Selection(ids=list(rows), shards=set(totals), skipped=table_rows - len(rows))
+    return selection, totals, hours
 
 
 def _stem(uri: str) -> str:
@@ -104,6 +106,7 @@ class Selection:
     pseudo: dict[str, str] = field(default_factory=dict)
     repeat_labeled: int = 1
     repeat_pseudo: int = 1
+    skipped: int = 0  # manifest rows featurize quarantined (its quarantine/ says why)
 
 
 def _keep_selected(
