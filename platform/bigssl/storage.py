@@ -197,6 +197,13 @@ def list_dirs(uri: str | Path) -> list[str]:
     ]
 
 
+def remove(uri: str | Path) -> None:
+    """Delete one file (a no-op when it is gone already)."""
+    fs, path = resolve(uri)
+    if fs.get_file_info(path).type != pafs.FileType.NotFound:
+        fs.delete_file(path)
+
+
 def remove_tree(uri: str | Path) -> None:
     """Delete a folder and everything in it (a no-op when it is gone already)."""
     fs, path = resolve(uri)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from bigssl import schemas, storage
@@ -115,6 +116,24 @@ def _flush(writer: pq.ParquetWriter, rows: list[dict[str, Any]]) -> None:
         rows.clear()
 
 
+def features_file(out: str, stem: str) -> str:
+    return storage.join(out, "features", f"{stem}.parquet")
+
+
+def _features_writer(f: Any) -> pq.ParquetWriter:
+    # Log-mel floats neither dictionary-encode nor compress (snappy saved 0.6 % of the
+    # bytes) and their min/max statistics prune nothing: skipping all three on feats
+    # took ~20 % off the writer's CPU.
+    schema = schemas.load("features")
+    return pq.ParquetWriter(
+        f,
+        schema,
+        use_dictionary=["id", "shard", "speaker", "text"],
+        compression={name: "none" if name == "feats" else "snappy" for name in schema.names},
+        write_statistics=[name for name in schema.names if name != "feats"],
+    )
+
+
 def featurize_shard(shard_uri: str, out: str, cfg: FeaturizeConfig) -> dict[str, Any]:
     """Featurize one shard into ``out``; returns (and records in its done marker) the counts."""
     stem = shard_stem(shard_uri)
@@ -122,18 +141,9 @@ def featurize_shard(shard_uri: str, out: str, cfg: FeaturizeConfig) -> dict[str,
     quarantine = Quarantine("featurize")
     counts = {"shard": stem, "read": 0, "used": 0, "quarantined": 0, "seconds": 0.0, "frames": 0}
     rows: list[dict[str, Any]] = []
-    with storage.atomic_output(storage.join(out, "features", f"{stem}.parquet")) as f:
-        # Log-mel floats neither dictionary-encode nor compress (snappy saved 0.6 % of the
-        # bytes) and their min/max statistics prune nothing: skipping all three on feats
-        # took ~20 % off the writer's CPU.
-        schema = schemas.load("features")
-        with pq.ParquetWriter(
-            f,
-            schema,
-            use_dictionary=["id", "shard", "speaker", "text"],
-            compression={name: "none" if name == "feats" else "snappy" for name in schema.names},
-            write_statistics=[name for name in schema.names if name != "feats"],
-        ) as writer:
+    seen: set[str] = set()
+    with storage.atomic_output(features_file(out, stem)) as f:
+        with _features_writer(f) as writer:
             with storage.open_input(shard_uri) as stream:
                 for item in iter_shard(stream, stem):
                     counts["read"] += 1
@@ -145,6 +155,12 @@ def featurize_shard(shard_uri: str, out: str, cfg: FeaturizeConfig) -> dict[str,
                     except (AudioError, ValueError) as err:
                         quarantine.add(item.key, shard_uri, str(err))
                         continue
+                    if row["id"] in seen:
+                        quarantine.add(
+                            row["id"], shard_uri, "duplicate id in its shard (first kept)"
+                        )
+                        continue
+                    seen.add(row["id"])
                     counts["used"] += 1
                     counts["seconds"] += row["duration_s"]
                     counts["frames"] += row["num_frames"]
@@ -163,3 +179,66 @@ def unflatten(row_feats: Any, num_frames: int, num_mel_bins: int):
     import numpy as np
 
     return np.asarray(row_feats, dtype=np.float32).reshape(num_frames, num_mel_bins)
+
+
+def drop_cross_shard_duplicates(out: str, shard_uris: list[str], rows_per_group: int) -> int:
+    """Keep each id in the first shard (in ``shard_uris`` order) that holds it: later copies
+    leave their feature file and become quarantine rows naming the kept shard. Returns
+    the copies dropped.
+
+    Shards are featurized independently, so only a pass over all of them sees an id
+    repeated across shards. It reads the id columns only. The plan is written before
+    anything changes and applied idempotently, so a crash part-way is finished by the
+    next run, and each done marker is recounted from its feature file.
+    """
+    plan_uri = storage.join(out, "duplicates.pending.json")
+    plan: dict[str, dict[str, str]] = (
+        storage.read_json(plan_uri) if storage.exists(plan_uri) else {}
+    )
+    if not plan:
+        owner: dict[str, str] = {}
+        for uri in shard_uris:
+            stem = shard_stem(uri)
+            ids = storage.read_parquet(features_file(out, stem), columns=["id"]).column("id")
+            for uid in ids.to_pylist():
+                kept = owner.setdefault(uid, stem)
+                if kept != stem:
+                    plan.setdefault(uri, {})[uid] = kept
+        if not plan:
+            return 0
+        storage.write_json(plan_uri, plan)
+    for uri, copies in plan.items():
+        _drop_rows(out, uri, copies, rows_per_group)
+    storage.remove(plan_uri)
+    return sum(len(c) for c in plan.values())
+
+
+def _drop_rows(out: str, shard_uri: str, copies: dict[str, str], rows_per_group: int) -> None:
+    stem = shard_stem(shard_uri)
+    q_uri = storage.join(out, "quarantine", f"{stem}.parquet")
+    quarantine = storage.read_parquet(q_uri).to_pylist() if storage.exists(q_uri) else []
+    listed = {r["id"] for r in quarantine}
+    quarantine += [
+        {
+            "id": uid,
+            "source": shard_uri,
+            "stage": "featurize",
+            "reason": f"id also in shard {kept} (kept there)",
+        }
+        for uid, kept in sorted(copies.items())
+        if uid not in listed
+    ]
+    table = storage.read_parquet(features_file(out, stem))
+    keep = pc.invert(pc.is_in(table.column("id"), value_set=pa.array(list(copies))))
+    table = table.filter(keep)
+    storage.write_parquet(schemas.validate(pa.Table.from_pylist(quarantine), "quarantine"), q_uri)
+    with storage.atomic_output(features_file(out, stem)) as f, _features_writer(f) as writer:
+        writer.write_table(table.cast(schemas.load("features")), row_group_size=rows_per_group)
+    counts = storage.read_json(done_marker(out, shard_uri))
+    counts.update(
+        used=table.num_rows,
+        quarantined=len(quarantine),
+        seconds=float(pc.sum(table.column("duration_s")).as_py() or 0.0),
+        frames=int(pc.sum(table.column("num_frames")).as_py() or 0),
+    )
+    storage.write_json(done_marker(out, shard_uri), counts)

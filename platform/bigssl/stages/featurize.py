@@ -26,7 +26,12 @@ import ray
 
 from bigssl import storage
 from bigssl.data.bucketing import BucketConfig, bucket_batches, collate_features
-from bigssl.data.features import FeaturizeConfig, done_marker, featurize_shard
+from bigssl.data.features import (
+    FeaturizeConfig,
+    done_marker,
+    drop_cross_shard_duplicates,
+    featurize_shard,
+)
 from bigssl.stages.runtime import init_ray
 from bigssl.summary import StageSummary
 
@@ -109,6 +114,7 @@ def run_featurize(
             )
             for _ in ds.iter_rows():  # drives the pipeline; results are the done markers
                 pass
+    duplicates = drop_cross_shard_duplicates(out, shard_uris, cfg.rows_per_group)
     counts = [storage.read_json(done_marker(out, s)) for s in shard_uris]
     seconds = sum(c["seconds"] for c in counts)
     return StageSummary(
@@ -120,6 +126,7 @@ def run_featurize(
         extra={
             "shards": len(shard_uris),
             "shards_this_run": len(todo),
+            "duplicates_dropped_this_run": duplicates,
             "frames": sum(c["frames"] for c in counts),
             "num_mel_bins": cfg.fbank.num_mel_bins,
         },
