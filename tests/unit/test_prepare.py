@@ -135,3 +135,27 @@ def test_non_utf8_bytes_in_id_speaker_or_path_are_quarantined_not_a_crash(tmp_pa
     # a re-run into the same folder finishes the same way instead of crashing again
     again = prepare_corpus(manifest_records(root / "list.jsonl"), str(out), CFG, {"kind": "dir"})
     assert (again.read, again.used, again.quarantined) == (4, 1, 3)
+
+
+def test_a_link_leading_out_of_the_manifest_folder_is_unsafe_like_an_absolute_path(tmp_path):
+    root = tmp_path / "corpus"
+    write_audio(tmp_path / "outside.flac", 1.0)
+    write_audio(root / "inside.flac", 1.0)
+    (root / "out-link.flac").symlink_to(tmp_path / "outside.flac")
+    (root / "in-link.flac").symlink_to(root / "inside.flac")  # stays inside: fine
+    (root / "sub").mkdir()
+    (root / "sub" / "up").symlink_to(tmp_path)  # a folder link up and out
+    (root / "list.jsonl").write_text(
+        '{"audio": "out-link.flac", "text": "x", "id": "out"}\n'
+        '{"audio": "in-link.flac", "text": "x", "id": "in"}\n'
+        '{"audio": "sub/up/outside.flac", "text": "x", "id": "up"}\n'
+        f'{{"audio": "{tmp_path / "outside.flac"}", "text": "x", "id": "abs"}}\n'
+    )
+    out = tmp_path / "out"
+    summary = prepare_corpus(manifest_records(root / "list.jsonl"), str(out), CFG, {"kind": "dir"})
+    assert (summary.used, summary.quarantined) == (1, 3)
+    assert [r["id"] for r in pq.read_table(out / "manifest.parquet").to_pylist()] == ["in"]
+    reasons = {r["id"]: r["reason"] for r in pq.read_table(out / "quarantine.parquet").to_pylist()}
+    assert "unsafe audio path" in reasons["abs"]
+    assert "leads outside the manifest's folder" in reasons["out"]
+    assert "leads outside the manifest's folder" in reasons["up"]

@@ -62,6 +62,15 @@ def _manifest_rows(path: Path) -> Iterator[tuple[int, dict | None, str | None]]:
         )
 
 
+def _escapes_by_link(root: Path, relative: str) -> str | None:
+    """A relative path whose symlinks lead outside ``root``: as unsafe as an absolute one."""
+    real_root = os.path.realpath(root)
+    target = os.path.realpath(root / relative)
+    if os.path.commonpath([real_root, target]) != real_root:
+        return f"{relative!r} is a link that leads outside the manifest's folder"
+    return None
+
+
 def manifest_records(manifest: str | Path, source: str | None = None) -> Iterator[RawUtterance]:
     """Records of a JSONL/CSV/TSV list with ``audio`` (relative path), ``text``, ``speaker``.
 
@@ -81,7 +90,7 @@ def manifest_records(manifest: str | Path, source: str | None = None) -> Iterato
             )
             continue
         uid = str(row.get("id") or id_from_path(audio))
-        unsafe = unsafe_name_reason(audio)
+        unsafe = unsafe_name_reason(audio) or _escapes_by_link(root, audio)
         text = row.get("text")
         yield RawUtterance(
             id=uid,
