@@ -24,12 +24,13 @@ import time
 from collections.abc import Callable
 
 from bigssl.config import ConfigError
-from bigssl.summary import NothingUsable
+from bigssl.summary import NothingUsable, TrainingFailed
 
 EXIT_OK = 0
 EXIT_NOTHING_USABLE = 1
 EXIT_CONFIG = 2  # also argparse's own code for bad arguments
 EXIT_MISSING_INPUT = 3
+EXIT_TRAINING_FAILED = 4  # the message names the rank and the checkpoint a re-run resumes from
 
 
 def parser(stage: str, description: str) -> argparse.ArgumentParser:
@@ -76,6 +77,9 @@ def run(stage: str, work: Callable[[], dict], result_at: Callable[[dict], str]) 
     except (FileNotFoundError, NotADirectoryError) as err:
         print(f"jobs/{stage}: input not found: {err}", file=sys.stderr)
         return EXIT_MISSING_INPUT
+    except TrainingFailed as err:
+        print(f"jobs/{stage}: {err}", file=sys.stderr)
+        return EXIT_TRAINING_FAILED
     wall = time.perf_counter() - start
     print(f"jobs/{stage}: done in {wall:.1f} s; summary at {result_at(summary)}", flush=True)
     return EXIT_OK

@@ -6,7 +6,8 @@ shorthands for overrides. It leaves ``DIR/summary.json`` and prints one line.
 
 Exit codes: 0 done; 1 nothing usable remained (or anything quarantined under
 ``--strict``); 2 bad config or arguments (the message names the field); 3 missing
-or unreadable input.
+or unreadable input; 4 a training run failed (the line names the rank and the checkpoint a
+re-run resumes from).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import sys
 from collections.abc import Callable
 
 from bigssl.config import ConfigError
-from bigssl.summary import NothingUsable
+from bigssl.summary import NothingUsable, TrainingFailed
 
 
 def _common(parser: argparse.ArgumentParser, out: bool = True, strict: bool = True) -> None:
@@ -336,6 +337,9 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, NotADirectoryError) as err:
         print(f"bigssl {args.command}: input not found: {err}", file=sys.stderr)
         return 3
+    except TrainingFailed as err:
+        print(f"bigssl {args.command}: {err}", file=sys.stderr)
+        return 4
     return 0
 
 

@@ -13,6 +13,11 @@ class NothingUsable(RuntimeError):
     """A stage ended with no usable output (or with quarantined input under --strict)."""
 
 
+class TrainingFailed(RuntimeError):
+    """A training run stopped on an error: the message says what failed, on which rank,
+    and where re-running the same command resumes."""
+
+
 @dataclass
 class StageSummary:
     stage: str

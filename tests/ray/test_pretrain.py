@@ -164,3 +164,24 @@ def test_held_out_loss_is_scored_and_retention_keeps_the_best_and_the_newest(
     assert summary.extra["dev_loss"] == pytest.approx(scored[12])
     kept = sorted(p.name for p in (tmp_path / "held_out").glob("checkpoint_0*"))
     assert kept == sorted({f"checkpoint_{s:09d}" for s in (best_step, 12)}), kept
+
+
+def test_a_killed_worker_without_restarts_is_one_line_naming_the_checkpoint_to_resume(
+    tts_features, tmp_path, capsys
+):
+    from bigssl.cli import main
+
+    args = ["pretrain", "--features", tts_features, "--out", str(tmp_path), *BASE]
+    args += ["train.max_steps=6", "train.checkpoint_every=2", "run_name=killed"]
+    assert main([*args, "train.fault_step=5", "train.fault_rank=1"]) == 4
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err
+    assert "training run 'killed' failed (rank 1:" in err, err
+    resumed_from = err.rsplit("resumes from ", 1)[-1]
+    assert resumed_from in ("checkpoint_000000002", "checkpoint_000000004"), err
+    # Re-running the same command resumes there and finishes (the fault fires only once).
+    assert main(args) == 0
+    summary = json.loads((tmp_path / "killed" / "summary.json").read_text())
+    assert summary["steps"] == 6
+    steps = pq.read_table(tmp_path / "killed" / "metrics.parquet").column("step").to_pylist()
+    assert steps[-1] == 6 and len(steps) == len(set(steps))

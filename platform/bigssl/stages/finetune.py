@@ -356,8 +356,6 @@ def run_finetune(cfg: FinetuneConfig, out: str, ray_address: str | None = None) 
         selection,
         dev,
     )
-    if result.error:
-        raise RuntimeError(f"fine-tuning failed: {result.error}") from result.error
     run_dir = storage.join(storage.absolute(out), cfg.run_name)
     chosen = {}
     if dev is not None:

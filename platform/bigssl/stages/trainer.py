@@ -48,6 +48,7 @@ from bigssl.config import Config, ConfigError, check
 from bigssl.data.bucketing import BucketConfig, bucket_batches, collate_features
 from bigssl.stages.dev_set import DevSet
 from bigssl.stages.training_data import Selection, make_datasets
+from bigssl.summary import TrainingFailed
 from bigssl.training import checkpoint as ckpt
 from bigssl.training import selection as select
 from bigssl.training.epoch_cache import EpochCache
@@ -422,4 +423,45 @@ def fit(
         ),
         datasets=make_datasets(features, run_dir, selection, dev),
     )
-    return trainer.fit()
+    try:
+        result = trainer.fit()  # Ray Train V2 raises a failed run's error here
+    except ray.train.TrainingFailedError as err:
+        raise_training_failure(run_name, err, run_dir)
+    if result.error:
+        raise_training_failure(run_name, result.error, run_dir)
+    return result
+
+
+def _first_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    text = lines[-1] if lines and ":" in lines[-1] else (lines[0] if lines else "")
+    return f"{type(error).__name__}: {text[:160]}" if text else type(error).__name__
+
+
+def raise_training_failure(run_name: str, error: BaseException, run_dir: str) -> None:
+    """One line instead of Ray's traceback: what failed on which rank, where a re-run
+    resumes. A config error raised inside a worker stays a :class:`ConfigError`."""
+    failures = getattr(error, "worker_failures", None) or {}
+    for failure in failures.values():
+        cause = getattr(failure, "cause", None)
+        if isinstance(cause, ConfigError) or isinstance(failure, ConfigError):
+            raise cause if isinstance(cause, ConfigError) else failure
+    # A rank whose process died is the cause; the others' collectives then fail with it.
+    died = {
+        rank: f
+        for rank, f in failures.items()
+        if type(f).__name__ in ("WorkerHealthCheckFailedError", "ActorDiedError")
+    }
+    causes = "; ".join(
+        f"rank {rank}: {_first_line(failure)}"
+        for rank, failure in sorted((died or failures).items())
+    ) or _first_line(error)
+    if died and len(failures) > len(died):
+        causes += f"; {len(failures) - len(died)} other rank(s) stopped with it"
+    latest = ckpt.latest_checkpoint(run_dir)
+    resume = (
+        f"re-running the same command resumes from {latest.name}"
+        if latest is not None
+        else "no checkpoint was committed: re-running starts from step 0"
+    )
+    raise TrainingFailed(f"training run {run_name!r} failed ({causes}); {resume}") from error
