@@ -41,7 +41,15 @@ CORPORA: dict[str, dict] = {
         "what": "Speech Commands v0.02 sample, 35 words, 235 speakers",
         "split": ["fractions=1", "dev_hours=0.06", "test_hours=0.1", "speaker_disjoint=true"],
         "test": "speaker-disjoint, carved (0.1 h)",
-        "finetune": ["train.max_epochs=60", "train.eval_every=100"],
+        # Chosen on dev (219 words): dropout 0.2 and 4 time masks at 80 epochs gave dev WER
+        # 22.4 % against 27.4 % for the recipe's 0.1 / 2 at 60 epochs (train loss 0.18 vs dev
+        # loss 0.75 there: it overfit 1,900 utterances of 35 words).
+        "finetune": [
+            "train.max_epochs=80",
+            "train.eval_every=100",
+            "encoder.dropout=0.2",
+            "specaugment.time_masks=4",
+        ],
         "targets": {"wer": 0.15},
     },
     "ljspeech_part": {
