@@ -429,3 +429,22 @@ def test_selection_overlays_pseudo_text_and_repeats_the_scarce_side():
     assert mix_repeats(10, 900, 9.0) == (10, 1)
     assert mix_repeats(100, 90, 9.0) == (1, 10)
     assert mix_repeats(10, 0, 9.0) == (1, 1)
+
+
+def test_manifest_ids_missing_from_their_shard_are_quarantined_by_evaluate(asr, tmp_path):
+    test = pq.read_table(asr["splits"] / "test.parquet")
+    phantom = test.slice(0, 1).to_pylist()[0] | {"id": "not-in-any-shard"}
+    # beside test.parquet: a manifest's shard paths are relative to its folder
+    manifest = asr["splits"] / "test-with-phantom.parquet"
+    pq.write_table(pa.concat_tables([test, pa.Table.from_pylist([phantom], test.schema)]), manifest)
+    try:
+        summary = run_evaluate(
+            asr["teacher"], str(manifest), str(tmp_path / "eval"), EvaluateConfig.load(None, POOL)
+        )
+    finally:
+        manifest.unlink()
+    assert summary.read == test.num_rows + 1
+    assert (summary.used, summary.quarantined) == (test.num_rows, 1)
+    rows = pq.read_table(tmp_path / "eval" / "quarantine").to_pylist()
+    assert [r["id"] for r in rows] == ["not-in-any-shard"]
+    assert "not in shard" in rows[0]["reason"]

@@ -133,14 +133,17 @@ class Recognizer:
         self, shard_uri: str, ids: set[str] | None = None
     ) -> tuple[list[dict[str, Any]], list[Failed], int]:
         """Decode and featurize a shard's samples (only ``ids`` when given):
-        (feature rows, failures, samples read)."""
+        (feature rows, failures, samples read). An id of ``ids`` the shard does not hold
+        is a failure too (read, and quarantined as missing), never silently dropped."""
         stem = shard_stem(shard_uri)
         rows, failed, read = [], [], 0
+        found: set[str] = set()
         with storage.open_input(shard_uri) as stream:
             for item in iter_shard(stream, stem):
                 key = item.id if isinstance(item, ShardError) else item.key
                 if ids is not None and key not in ids:
                     continue
+                found.add(key)
                 read += 1
                 if isinstance(item, ShardError):
                     failed.append(Failed(item.id, item.reason))
@@ -149,4 +152,7 @@ class Recognizer:
                     rows.append(featurize_sample(item, stem, self.featurize_cfg, self.fbank))
                 except (AudioError, ValueError) as err:
                     failed.append(Failed(item.key, str(err)))
+        for missing in sorted((ids or set()) - found):
+            read += 1
+            failed.append(Failed(missing, f"listed in the manifest but not in shard {stem}"))
         return rows, failed, read
