@@ -448,3 +448,24 @@ def test_manifest_ids_missing_from_their_shard_are_quarantined_by_evaluate(asr, 
     rows = pq.read_table(tmp_path / "eval" / "quarantine").to_pylist()
     assert [r["id"] for r in rows] == ["not-in-any-shard"]
     assert "not in shard" in rows[0]["reason"]
+
+
+def test_evaluate_rerun_with_other_decode_settings_redoes_the_shards(asr, tmp_path):
+    out = tmp_path / "eval"
+    test = str(asr["splits"] / "test.parquet")
+
+    def markers():
+        return {p.name: json.loads(p.read_text()) for p in sorted((out / "done").glob("*.json"))}
+
+    run_evaluate(asr["teacher"], test, str(out), EvaluateConfig.load(None, POOL))
+    first = markers()
+    assert first and all(m["decode"]["beam_size"] == 16 for m in first.values())
+    run_evaluate(asr["teacher"], test, str(out), EvaluateConfig.load(None, POOL))
+    assert markers() == first  # same checkpoint, same settings: nothing redone
+    run_evaluate(
+        asr["teacher"], test, str(out), EvaluateConfig.load(None, [*POOL, "decode.beam_size=4"])
+    )
+    second = markers()
+    assert second.keys() == first.keys()
+    assert all(m["decode"]["beam_size"] == 4 for m in second.values()), second
+    assert all(second[k]["wall_s"] != first[k]["wall_s"] for k in first)  # each shard redone

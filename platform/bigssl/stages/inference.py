@@ -80,6 +80,7 @@ class ShardWorker:
         device = "cuda" if torch.cuda.is_available() else "cpu"
         if device == "cpu":
             torch.set_num_threads(threads)
+        self.decode = DecodeConfig.from_dict(decode).to_dict()  # as is_done compares it
         self.recognizer = Recognizer(checkpoint, DecodeConfig.from_dict(decode), device)
         self.out, self.handler, self.checkpoint = out, handler, checkpoint
 
@@ -99,6 +100,7 @@ class ShardWorker:
             quarantined=counts.get("quarantined", 0) + len(failed),
             seconds=sum(r["duration_s"] for r in rows),
             checkpoint=self.checkpoint,
+            decode=self.decode,
             wall_s=time.perf_counter() - start,
         )
         quarantine.write(storage.join(self.out, "quarantine", f"{stem}.parquet"))
@@ -110,9 +112,15 @@ def done_path(out: str, stem: str) -> str:
     return storage.join(out, "done", f"{stem}.json")
 
 
-def is_done(out: str, stem: str, checkpoint: str) -> bool:
+def is_done(out: str, stem: str, checkpoint: str, decode: dict | None = None) -> bool:
+    """A shard is done only for the checkpoint *and* decode settings its marker records:
+    a re-run with another decoder (or beam, or LM) redoes it instead of returning the
+    old hypotheses."""
     path = done_path(out, stem)
-    return storage.exists(path) and storage.read_json(path).get("checkpoint") == checkpoint
+    if not storage.exists(path):
+        return False
+    marker = storage.read_json(path)
+    return marker.get("checkpoint") == checkpoint and marker.get("decode") == decode
 
 
 def run_on_shards(
@@ -128,7 +136,7 @@ def run_on_shards(
     todo = [
         {"shard": uri, "ids": ids}
         for uri, ids in sorted(work.items())
-        if not is_done(out, shard_stem(uri), checkpoint)
+        if not is_done(out, shard_stem(uri), checkpoint, decode.to_dict())
     ]
     if todo:
         init_ray(ray_address)
