@@ -98,3 +98,25 @@ def test_nothing_usable_is_reported(ray_session, tmp_path):
     summary = run_featurize(str(tmp_path / "shards"), str(tmp_path / "out"), FeaturizeConfig())
     assert summary.used == 0 and summary.quarantined == 1
     shutil.rmtree(tmp_path / "out")
+
+
+def test_rerun_with_other_feature_settings_is_refused_naming_the_field(ray_session, tmp_path):
+    from bigssl.config import ConfigError
+
+    small_shards(tmp_path / "shards", shards=2, per_shard=3)
+    out = tmp_path / "out"
+    run_featurize(str(tmp_path / "shards"), str(out), FeaturizeConfig())
+    with pytest.raises(ConfigError) as err:
+        run_featurize(
+            str(tmp_path / "shards"),
+            str(out),
+            FeaturizeConfig.load(None, ["fbank.num_mel_bins=40"]),
+        )
+    assert err.value.field == "fbank.num_mel_bins" and "use a new --out" in str(err.value)
+    recorded = json.loads((out / "featurize_config.json").read_text())
+    assert recorded["fbank"]["num_mel_bins"] == 80  # the output still says what it holds
+    # Settings that do not change what is written may differ on a re-run.
+    again = run_featurize(
+        str(tmp_path / "shards"), str(out), FeaturizeConfig.load(None, ["strict=true"])
+    )
+    assert again.used == 6 and again.extra["shards_this_run"] == 0

@@ -25,6 +25,7 @@ import numpy as np
 import ray
 
 from bigssl import storage
+from bigssl.config import ConfigError
 from bigssl.data.bucketing import BucketConfig, bucket_batches, collate_features
 from bigssl.data.features import (
     FeaturizeConfig,
@@ -95,13 +96,43 @@ def _one_row_blocks() -> Iterator[None]:
         ctx.target_max_block_size = previous
 
 
+# Settings that change what is written; the others (strict, CPUs per task, row-group
+# size) may differ between a run and its re-run.
+_OUTPUT_SETTINGS = ("fbank", "audio_key", "min_duration_s", "max_duration_s")
+
+
+def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in d.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _refuse_other_features(out: str, previous: dict, current: dict) -> None:
+    """A re-run into an output made with other feature settings would mix two kinds of
+    rows (or, with every shard done, do nothing and say the new settings): refused."""
+    old = _flatten({k: previous.get(k) for k in _OUTPUT_SETTINGS})
+    new = _flatten({k: current.get(k) for k in _OUTPUT_SETTINGS})
+    differ = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+    if differ:
+        field = differ[0]
+        said = ", ".join(f"{k}={old.get(k)!r} (now {new.get(k)!r})" for k in differ)
+        raise ConfigError(field, f"{out} holds features made with {said}; use a new --out")
+
+
 def run_featurize(
     shards: str, out: str, cfg: FeaturizeConfig, ray_address: str | None = None
 ) -> StageSummary:
     """Featurize every shard not yet done into ``out``; returns the whole output's summary."""
     shard_uris = list_shards(shards)
     # Training records these in its checkpoints, so inference computes the same features.
-    storage.write_json(storage.join(out, "featurize_config.json"), cfg.to_dict())
+    config_uri = storage.join(out, "featurize_config.json")
+    if storage.exists(config_uri):
+        _refuse_other_features(out, storage.read_json(config_uri), cfg.to_dict())
+    storage.write_json(config_uri, cfg.to_dict())
     todo = [s for s in shard_uris if not storage.exists(done_marker(out, s))]
     if todo:
         init_ray(ray_address)
