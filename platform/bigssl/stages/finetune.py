@@ -56,8 +56,9 @@ from bigssl.models import (
 from bigssl.models.asr import Head
 from bigssl.models.parallelize import parallelize
 from bigssl.stages.dev_set import DEV_COLUMNS, dev_batches, dev_selection, select_final
+from bigssl.stages.launch import fit
 from bigssl.stages.runtime import init_ray
-from bigssl.stages.trainer import LoopConfig, ScalingSettings, _Run, fit, worker_loop
+from bigssl.stages.trainer import LoopConfig, ScalingSettings, _Run, worker_loop
 from bigssl.stages.training_data import (
     Selection,
     feature_rows,

@@ -29,8 +29,9 @@ from bigssl.config import Config, ConfigError, check, load_dict
 from bigssl.data.bucketing import BucketConfig
 from bigssl.models import SSLConfig, build_ssl_model_from_config, count_parameters, expand_preset
 from bigssl.models.parallelize import parallelize
+from bigssl.stages.launch import fit
 from bigssl.stages.runtime import init_ray
-from bigssl.stages.trainer import LoopConfig, ScalingSettings, _Run, fit, worker_loop
+from bigssl.stages.trainer import LoopConfig, ScalingSettings, _Run, worker_loop
 from bigssl.stages.training_data import (
     feature_hours,
     pool_selection,
