@@ -216,22 +216,17 @@ def drop_cross_shard_duplicates(out: str, shard_uris: list[str], rows_per_group:
 def _drop_rows(out: str, shard_uri: str, copies: dict[str, str], rows_per_group: int) -> None:
     stem = shard_stem(shard_uri)
     q_uri = storage.join(out, "quarantine", f"{stem}.parquet")
-    quarantine = storage.read_parquet(q_uri).to_pylist() if storage.exists(q_uri) else []
-    listed = {r["id"] for r in quarantine}
-    quarantine += [
-        {
-            "id": uid,
-            "source": shard_uri,
-            "stage": "featurize",
-            "reason": f"id also in shard {kept} (kept there)",
-        }
-        for uid, kept in sorted(copies.items())
-        if uid not in listed
-    ]
+    quarantine = Quarantine(
+        "featurize", storage.read_parquet(q_uri).to_pylist() if storage.exists(q_uri) else []
+    )
+    listed = {r["id"] for r in quarantine.rows}
+    for uid, kept in sorted(copies.items()):
+        if uid not in listed:
+            quarantine.add(uid, shard_uri, f"id also in shard {kept} (kept there)")
     table = storage.read_parquet(features_file(out, stem))
     keep = pc.invert(pc.is_in(table.column("id"), value_set=pa.array(list(copies))))
     table = table.filter(keep)
-    storage.write_parquet(schemas.validate(pa.Table.from_pylist(quarantine), "quarantine"), q_uri)
+    quarantine.write(q_uri)
     with storage.atomic_output(features_file(out, stem)) as f, _features_writer(f) as writer:
         writer.write_table(table.cast(schemas.load("features")), row_group_size=rows_per_group)
     counts = storage.read_json(done_marker(out, shard_uri))

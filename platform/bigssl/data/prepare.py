@@ -48,13 +48,23 @@ class _Encoded:
     num_channels: int
 
 
+def _not_utf8(value: object) -> bool:
+    # Manifests and file names are decoded with surrogateescape, so undecodable bytes
+    # arrive as lone surrogates; Arrow and JSON cannot write them.
+    if not isinstance(value, str):
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 def _check_text(text: str | None) -> tuple[str | None, str | None]:
     """(clean text, quarantine reason) for a transcript; None text means unlabeled."""
     if text is None:
         return None, None
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
+    if _not_utf8(text):
         return None, "non-UTF-8 transcript"
     text = " ".join(text.split())
     return (None, "empty transcript") if not text else (text, None)
@@ -83,18 +93,6 @@ def _encode(rec: RawUtterance) -> _Encoded:
     # FLAC input is kept byte for byte (original audio); anything else becomes FLAC.
     audio = data if data[:4] == b"fLaC" else encode_flac(samples, rate)
     return _Encoded(audio, samples.shape[0] / rate, rate, samples.shape[1])
-
-
-def _not_utf8(value: object) -> bool:
-    # Manifests and file names are decoded with surrogateescape, so undecodable bytes
-    # arrive as lone surrogates; Arrow and JSON cannot write them.
-    if not isinstance(value, str):
-        return False
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False
 
 
 def _problem(rec: RawUtterance, seen: set[str], cfg: PrepareConfig) -> str | None:
