@@ -168,6 +168,24 @@ def test_tokenizer_round_trips_normalised_text_and_never_emits_blank(model_type)
         assert tok.decode([0, *ids, 0]) == tok.decode(ids)  # blanks are ignored
 
 
+def test_no_dummy_prefix_spares_the_first_word_boundary_and_decodes_the_same():
+    texts = _grammar_texts(800, seed=0)
+    cfg = TokenizerConfig(model_type="char", vocab_size=60)
+    with_prefix = train_tokenizer(texts, cfg)
+    without = train_tokenizer(
+        texts, TokenizerConfig(**{**cfg.to_dict(), "add_dummy_prefix": False})
+    )
+    boundary = without.tokens().index("\u2581")
+    for text in ["six", "call mom at seven", *_grammar_texts(50, seed=7)]:
+        ids = without.encode(text)
+        assert ids[0] != boundary  # no piece spent before the first word
+        assert len(ids) == len(with_prefix.encode(text)) - 1
+        assert ids.count(boundary) == len(normalize(text).split()) - 1  # later words keep theirs
+        assert (
+            without.decode(ids) == with_prefix.decode(with_prefix.encode(text)) == normalize(text)
+        )
+
+
 def test_tokenizer_vocab_size_counts_the_blank_and_blank_is_model_blank(tokenizer):
     from bigssl.models.ctc import BLANK_ID as MODEL_BLANK_ID
 

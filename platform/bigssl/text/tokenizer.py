@@ -59,6 +59,10 @@ class TokenizerConfig(Config):
     hard_vocab_limit: bool = False  # true: a corpus that cannot fill vocab_size is an error
     max_sentences: int = 2_000_000  # texts sampled for training (0 = all; else > 100)
     num_threads: int = 4  # trainer threads; part of the result (unigram pieces depend on it)
+    # A "▁" before the first word. false: "six" is "s i x", not "▁ s i x": one CTC frame
+    # less per utterance, which isolated words (FSDD: 0.25 s "three") can lack after 4x
+    # subsampling; later words keep their "▁", so decoding is unchanged.
+    add_dummy_prefix: bool = True
 
     def validate(self) -> None:
         check(self.vocab_size >= 2, "vocab_size", f"must be >= 2, got {self.vocab_size}")
@@ -157,6 +161,7 @@ def train_tokenizer(
             num_threads=cfg.num_threads,
             max_sentence_length=_MAX_SENTENCE_BYTES,
             normalization_rule_name="identity",
+            add_dummy_prefix=cfg.add_dummy_prefix,
             unk_id=0,
             bos_id=-1,
             eos_id=-1,
