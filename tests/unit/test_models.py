@@ -373,6 +373,33 @@ def test_objectives_with_8x_subsampling(objective: str) -> None:
 # --- CTC -------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("factor", [2, 4, 8])
+def test_output_frames_match_the_encoder_and_frames_needed_is_where_ctc_turns_infinite(factor):
+    from bigssl.models.ctc import frames_needed
+
+    cfg = ConformerConfig(subsampling_factor=factor)
+    lengths = torch.arange(1, 41)
+    assert ConformerEncoder(cfg).output_lengths(lengths).tolist() == [
+        cfg.output_frames(n) for n in lengths.tolist()
+    ]
+    # "e e" needs a blank between: 3 tokens need 4 frames; "a b c" needs 3.
+    targets = torch.tensor([[3, 5, 5], [3, 4, 5]])
+    needed = frames_needed(targets, torch.tensor([3, 3]))
+    assert needed.tolist() == [4, 3]
+    assert frames_needed(torch.tensor([[5, 5, 5]]), torch.tensor([2])).tolist() == [3]  # padding
+    log_probs = torch.randn(1, 6, 8).log_softmax(-1)
+    for row in range(2):
+        for frames in range(2, 6):
+            loss = ctc_loss(
+                log_probs[:, :frames],
+                torch.tensor([frames]),
+                targets[row : row + 1],
+                torch.tensor([3]),
+                zero_infinity=False,
+            )
+            assert math.isfinite(loss.item()) == (frames >= needed[row].item())
+
+
 def test_ctc_log_probs_and_loss() -> None:
     torch.manual_seed(0)
     model = build_ctc_model(tiny(), vocab_size=32)

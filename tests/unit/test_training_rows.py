@@ -42,3 +42,33 @@ def test_pretraining_pool_counts_every_listed_row_featurize_quarantined(tmp_path
     features, manifest = _features_and_manifest(tmp_path)
     selection, totals, _ = pool_selection(features, manifest)
     assert sorted(selection.ids) == ["a", "c", "d"] and selection.skipped == 1
+
+
+def test_utterances_too_short_for_their_ctc_transcript_are_counted_and_named(tmp_path):
+    from bigssl.models.conformer import ConformerConfig
+    from bigssl.stages.finetune import too_short_for_ctc
+    from bigssl.stages.training_data import Selection
+    from bigssl.text import TokenizerConfig, train_tokenizer
+
+    texts = ["three", "six", "seven", "one two"] * 30
+    tokenizer = train_tokenizer(texts, TokenizerConfig(model_type="char", vocab_size=30))
+    (tmp_path / "features").mkdir()
+    # "three" is 6 pieces with its leading "▁" and needs 7 frames (a blank between
+    # the two "e"): 24 input frames give 6 at 4x, too few; 28 give 7, enough.
+    table = pa.table(
+        {
+            "id": ["short", "enough", "pseudo"],
+            "num_frames": pa.array([24, 28, 24], pa.int32()),
+            "text": ["three", "three", None],
+        }
+    )
+    pq.write_table(table, tmp_path / "features" / "shard-000000.parquet")
+    selection = Selection(ids=["short", "enough", "pseudo"], shards={"shard-000000"})
+    selection.pseudo = {"pseudo": "six"}  # 4 pieces: 6 frames are enough
+    out = too_short_for_ctc(str(tmp_path), selection, tokenizer, ConformerConfig())
+    assert out == {"utterances": 1, "share": round(1 / 3, 4), "ids": ["short"]}
+    # At 2x subsampling the same audio has 12 frames: nothing is too short.
+    at_2x = too_short_for_ctc(
+        str(tmp_path), selection, tokenizer, ConformerConfig(subsampling_factor=2)
+    )
+    assert at_2x["utterances"] == 0

@@ -49,7 +49,7 @@ class ConformerConfig(Config):
     dropout: float = 0.1
     """Dropout after the input projection and inside every block."""
     subsampling_factor: int = 4
-    """Time reduction: 4 (two stride-2 conv2d) or 8 (three, as in FastConformer)."""
+    """Time reduction: 2, 4 (two stride-2 conv2d) or 8 (three, as in FastConformer)."""
     subsampling_channels: int = 144
     """Channels of the conv2d subsampling layers."""
     convolution_first: bool = False
@@ -68,10 +68,19 @@ class ConformerConfig(Config):
         check(k >= 1 and k % 2 == 1, "depthwise_conv_kernel_size", f"must be odd and >= 1, got {k}")
         check(0.0 <= self.dropout < 1.0, "dropout", f"must be in [0, 1), got {self.dropout}")
         check(
-            self.subsampling_factor in (4, 8),
+            self.subsampling_factor in _NUM_CONVS,
             "subsampling_factor",
-            f"must be 4 or 8, got {self.subsampling_factor}",
+            f"must be 2, 4 or 8, got {self.subsampling_factor}",
         )
+
+    def output_frames(self, frames: int) -> int:
+        """Encoder frames for ``frames`` input frames: ceil-halved once per subsampling conv."""
+        for _ in range(_NUM_CONVS[self.subsampling_factor]):
+            frames = (frames + 1) // 2
+        return frames
+
+
+_NUM_CONVS = {2: 1, 4: 2, 8: 3}  # subsampling factor -> stride-2 conv2d layers
 
 
 def lengths_to_padding_mask(lengths: torch.Tensor, max_length: int) -> torch.Tensor:
@@ -210,9 +219,8 @@ class ConformerEncoder(nn.Module):
     def __init__(self, cfg: ConformerConfig):
         super().__init__()
         self.cfg = cfg
-        num_convs = {4: 2, 8: 3}[cfg.subsampling_factor]
         self.subsampling = ConvSubsampling(
-            cfg.input_dim, cfg.subsampling_channels, cfg.d_model, num_convs
+            cfg.input_dim, cfg.subsampling_channels, cfg.d_model, _NUM_CONVS[cfg.subsampling_factor]
         )
         self.input_dropout = nn.Dropout(cfg.dropout)
         self.layers = nn.ModuleList(

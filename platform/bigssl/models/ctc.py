@@ -17,7 +17,8 @@ Design decisions:
 - The loss takes batch-major log-probs and transposes for ``F.ctc_loss``; it
   computes in float32 (CTC's forward-backward underflows in bf16) and, by default,
   zeroes infinite losses of utterances too short for their transcript rather
-  than letting one bad sample poison a step.
+  than letting one bad sample poison a step; ``too_short`` (the share of such
+  utterances per step) and the fine-tuning summary's count make that visible.
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ class CTCModel(EncoderWithHead):
         if targets is None:
             return log_probs, out_lengths
         loss = ctc_loss(log_probs, out_lengths, targets, target_lengths)
-        too_short = (out_lengths < target_lengths).float().mean()
+        too_short = (out_lengths < frames_needed(targets, target_lengths)).float().mean()
         return {"loss": loss, "too_short": too_short}
 
 
@@ -77,6 +78,14 @@ def build_ctc_model(
     return CTCModel(
         ConformerEncoder(encoder_cfg), CTCHead(encoder_cfg.d_model, vocab_size), specaugment
     )
+
+
+def frames_needed(targets: torch.Tensor, target_lengths: torch.Tensor) -> torch.Tensor:
+    """(B, S) padded targets, (B,) lengths -> (B,) the fewest frames a CTC alignment needs:
+    one per token plus a blank between each pair of equal neighbours ("three": 6)."""
+    valid = torch.arange(targets.shape[1], device=targets.device) < target_lengths[:, None]
+    repeats = (targets[:, 1:] == targets[:, :-1]) & valid[:, 1:]
+    return target_lengths + repeats.sum(dim=1)
 
 
 def ctc_loss(

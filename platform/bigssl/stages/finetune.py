@@ -27,6 +27,7 @@ Design decisions:
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 import warnings
@@ -74,6 +75,8 @@ from bigssl.training.optim import OptimConfig, build_optimizer, build_scheduler
 from bigssl.training.selection import SelectConfig
 from bigssl.training.step import Stepper
 from bigssl.training.validation import ctc_scorer
+
+log = logging.getLogger(__name__)
 
 
 def _finetune_optim() -> OptimConfig:
@@ -302,6 +305,35 @@ def select_rows(
     return selection, totals, hours
 
 
+def too_short_for_ctc(
+    features: str, selection: Selection, tokenizer: Tokenizer, encoder: ConformerConfig
+) -> dict[str, Any]:
+    """The training utterances with fewer encoder frames than a CTC alignment of their
+    transcript needs. ``F.ctc_loss(zero_infinity=True)`` gives them zero loss, so they
+    would teach nothing without a word; the summary counts them and names a few."""
+    short = []
+    for row in feature_rows(features, selection, ["id", "num_frames", "text"]):
+        ids = tokenizer.encode(selection.pseudo.get(row["id"], row["text"]) or "")
+        needed = len(ids) + sum(a == b for a, b in zip(ids, ids[1:], strict=False))
+        if encoder.output_frames(int(row["num_frames"])) < needed:
+            short.append(row["id"])
+    rows = len(selection.ids)
+    if short:
+        log.warning(
+            "%d of %d training utterances (%.1f %%) have fewer encoder frames (input frames / "
+            "subsampling_factor %d) than CTC needs for their transcript and train with zero "
+            "loss, e.g. %s; a tokenizer with add_dummy_prefix=false saves a frame each, "
+            "encoder.subsampling_factor=2 halves the shortfall",
+            len(short), rows, 100 * len(short) / rows, encoder.subsampling_factor,
+            ", ".join(sorted(short)[:3]),
+        )  # fmt: skip
+    return {
+        "utterances": len(short),
+        "share": round(len(short) / rows, 4),
+        "ids": sorted(short)[:5],
+    }
+
+
 def fbank_config(features: str) -> dict[str, Any]:
     """The feature settings a featurize output was made with (defaults for older outputs)."""
     path = storage.join(features, "featurize_config.json")
@@ -321,6 +353,11 @@ def run_finetune(cfg: FinetuneConfig, out: str, ray_address: str | None = None) 
         cfg.features, cfg.manifest, cfg.pseudo_labels, cfg.pseudo_ratio
     )
     dev = dev_selection(cfg.features, cfg.dev) if cfg.dev else None
+    too_short = (
+        too_short_for_ctc(cfg.features, selection, tokenizer, encoder_cfg)
+        if cfg.head == "ctc"
+        else None
+    )
     epoch_steps = steps_per_epoch(
         cfg.features, selection, cfg.bucket, cfg.scaling.num_workers, cfg.optim.accumulation
     )
@@ -392,6 +429,7 @@ def run_finetune(cfg: FinetuneConfig, out: str, ray_address: str | None = None) 
             if chosen
             else (result.checkpoint.path if result.checkpoint else None),
             "selected": chosen or None,
+            "too_short_for_ctc": too_short,
             "run_dir": storage.join(out, cfg.run_name),
         },
     )
