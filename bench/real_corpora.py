@@ -8,10 +8,16 @@ set is scored once, at the end, for this table. Each corpus's row lands in
 ``OUT/CORPUS/result.json`` as it finishes, so a re-run skips what is done (and
 ``--force`` redoes it); RESULTS.md is rewritten from every ``result.json`` there.
 
+A candidate recipe is trained and scored on dev only (``--dev-only``: its row, without
+test, goes to ``OUT/CORPUS/candidate.json``); once it is chosen, ``--score-test`` scores
+that same model on test, once, and writes its ``result.json``, so choosing never costs
+a second training run and never sees the test set.
+
     python bench/real_corpora.py                       # all three, ~55 min on 2 cores
     python bench/real_corpora.py --corpora fsdd --results /tmp/RESULTS.md
     python bench/real_corpora.py --corpora speech_commands --out /tmp/try --dev-only \
         --tokenizer model_type=unigram,vocab_size=64 train.max_epochs=40   # a candidate, on dev
+    python bench/real_corpora.py --corpora speech_commands --out /tmp/try --score-test
 """
 
 from __future__ import annotations
@@ -71,7 +77,6 @@ def run_corpus(
     dev_only: bool = False,
 ) -> dict:
     from bigssl.data.features import FeaturizeConfig
-    from bigssl.stages.evaluate import EvaluateConfig, run_evaluate
     from bigssl.stages.featurize import run_featurize
     from bigssl.stages.finetune import FinetuneConfig, run_finetune
     from bigssl.stages.prepare import prepare_dir
@@ -103,17 +108,10 @@ def run_corpus(
     start = time.perf_counter()
     trained = run_finetune(FinetuneConfig.load(RECIPE, overrides), str(work / "runs"))
     train_wall = time.perf_counter() - start
-    scores = {}
-    for split in ("dev",) if dev_only else ("dev", "test"):
-        scored = run_evaluate(
-            trained.extra["checkpoint"],
-            str(splits / f"{split}.parquet"),
-            str(work / "eval" / split),
-            EvaluateConfig.load(None, POOL),
-        )
-        scores[split] = {k: scored.extra[k] for k in ("wer", "cer", "words")} | {
-            "utterances": scored.used
-        }
+    scores = {
+        split: score(trained.extra["checkpoint"], work, split)
+        for split in (("dev",) if dev_only else ("dev", "test"))
+    }
     info = json.loads((splits / "summary.json").read_text())["splits"]
     return {
         "corpus": name,
@@ -130,6 +128,7 @@ def run_corpus(
                 if not o.startswith(("features=", "manifest=", "tokenizer=", "dev="))
             )
         ),
+        "checkpoint": trained.extra["checkpoint"],
         "steps": trained.extra["steps"],
         "epochs": trained.extra["epochs"],
         "params": trained.extra["params"],
@@ -142,6 +141,19 @@ def run_corpus(
         "machine": f"{os.cpu_count()} CPUs, {platform.machine()}, torch threads 2, no GPU",
         "date": time.strftime("%Y-%m-%d"),
     }
+
+
+def score(checkpoint: str, work: Path, split: str) -> dict:
+    """WER / CER of ``checkpoint`` on the corpus's ``split`` (greedy, as the table says)."""
+    from bigssl.stages.evaluate import EvaluateConfig, run_evaluate
+
+    scored = run_evaluate(
+        checkpoint,
+        str(work / "splits" / f"{split}.parquet"),
+        str(work / "eval" / split),
+        EvaluateConfig.load(None, POOL),
+    )
+    return {k: scored.extra[k] for k in ("wer", "cer", "words")} | {"utterances": scored.used}
 
 
 def _verdict(row: dict) -> str:
@@ -203,6 +215,11 @@ def main() -> None:
         action="store_true",
         help="score dev only, for choosing a recipe: prints the row, writes no result.json",
     )
+    parser.add_argument(
+        "--score-test",
+        action="store_true",
+        help="score the chosen --dev-only candidate of each corpus on test, once: result.json",
+    )
     parser.add_argument("overrides", nargs="*", help="extra finetune overrides for every corpus")
     args = parser.parse_args()
     if not SHARED.is_dir():
@@ -212,7 +229,15 @@ def main() -> None:
     init_ray(None)
     out = Path(args.out)
     for name in args.corpora.split(","):
-        result = out / name / "result.json"
+        result, candidate = out / name / "result.json", out / name / "candidate.json"
+        if args.score_test:
+            if result.exists() or not candidate.exists():
+                raise SystemExit(f"{name}: no unscored candidate.json in {out / name}")
+            row = json.loads(candidate.read_text())
+            row["scores"]["test"] = score(row["checkpoint"], out / name, "test")
+            result.write_text(json.dumps(row, indent=2, default=str))
+            print(f"{name}: test {row['scores']['test']}  ({_verdict(row)})", flush=True)
+            continue
         if result.exists() and not args.force:
             continue
         if (out / name).exists():
@@ -220,6 +245,7 @@ def main() -> None:
         tokenizer = args.tokenizer.split(",") if args.tokenizer else None
         row = run_corpus(name, out, args.overrides, tokenizer, args.dev_only)
         if args.dev_only:
+            candidate.write_text(json.dumps(row, indent=2, default=str))
             print(f"{name}: dev {row['scores']['dev']}  (dev only; no test scored)", flush=True)
             continue
         result.write_text(json.dumps(row, indent=2, default=str))
