@@ -131,6 +131,51 @@ def test_killed_worker_resumes_from_checkpoint_without_rereading_consumed_shards
     assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
+def test_a_kill_before_registration_resumes_where_ray_train_restores_on_fewer_workers(
+    tts_features, tmp_path
+):
+    """Rank 1 dies right after its report of checkpoint 4 returns, before the controller
+    collects it: Ray Train never registers 4, though rank 0's files are there. The re-run,
+    on one worker instead of two, must take its data position from the checkpoint Ray
+    Train restores: no shard consumed there is read again, none left unread is skipped."""
+    from bigssl.summary import TrainingFailed
+
+    args = [
+        "train.max_steps=12",  # the resumed run finishes the interrupted epoch
+        "train.checkpoint_every=2",
+        "train.keep_last=0",
+        "model.objective=bestrq",
+        "scaling.strategy=fsdp",
+        "run_name=race",
+    ]
+    fault = ["train.fault_step=4", "train.fault_at=report", "train.fault_rank=1"]
+    with pytest.raises(TrainingFailed):
+        pretrain(tts_features, tmp_path, *args, *fault)
+    run = tmp_path / "race"
+    assert (run / "checkpoint_000000004").is_dir()  # uploaded by at least one rank
+    committed = sorted(p.parent.name for p in run.glob("checkpoint_*/COMMITTED"))
+    assert committed and committed[-1] in ("checkpoint_000000002", "checkpoint_000000004")
+    one_worker = ["scaling.num_workers=1", "scaling.cpus_per_worker=1"]
+    _, summary, metrics = pretrain(tts_features, tmp_path, *args, *one_worker)
+    assert summary.extra["steps"] == 12 and metrics[-1]["step"] == 12
+    resumed = sorted((run / "reads").glob("checkpoint_*-rank0.json"))
+    restored = {p.name.split("-epoch")[0] for p in resumed}
+    assert restored == {committed[-1]}, (restored, committed)  # what Ray Train restored
+    state = json.loads((run / committed[-1] / "train_state.json").read_text())["position"]
+    consumed, epoch = set(state["consumed"]), state["epoch"]
+    shards = {p.stem for p in (Path(tts_features) / "features").glob("*.parquet")}
+    assert consumed and consumed < shards  # the restored epoch was under way
+    read, later = set(), set()
+    for f in resumed:
+        record = json.loads(f.read_text())
+        if record["epoch"] == epoch:
+            read |= set(record["shards"])
+        later |= {record["epoch"]} - {epoch}
+    assert later, "the resumed run did not finish the interrupted epoch"
+    assert not read & consumed, read & consumed
+    assert read >= shards - consumed, (shards - consumed) - read
+
+
 def test_held_out_loss_is_scored_and_retention_keeps_the_best_and_the_newest(
     tts_features, tmp_path
 ):

@@ -222,3 +222,41 @@ def test_featurize_reads_and_writes_a_bucket(s3_env, tmp_path):
         _assert_no_secrets(ray_logs)
     finally:
         shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def test_checkpoints_are_found_read_and_loaded_from_a_bucket(s3_env, tmp_path):
+    """Checkpoint I/O goes through bigssl.storage: a run folder in a bucket yields its newest
+    committed checkpoint, its meta and its weights (``finetune --init``, ``evaluate`` and
+    ``label`` take such URIs), and an uncommitted newer folder is not taken."""
+    import torch
+
+    from bigssl.models import build_ctc_model
+    from bigssl.models.presets import tiny
+    from bigssl.stages.finetune import load_encoder_weights, resolve_checkpoint
+    from bigssl.training import checkpoint as ckpt
+
+    _, base = s3_env
+    torch.manual_seed(0)
+    model = build_ctc_model(tiny(), vocab_size=12)
+    optimizer = torch.optim.AdamW(model.parameters())
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
+    local = tmp_path / "ckpt"
+    ckpt.save_checkpoint(local, model, optimizer, scheduler, 5, {}, {"stage": "finetune"})
+    run = f"{base}/runs/ft"
+    for step in (5, 9):  # 9 was uploaded but never registered: no COMMITTED
+        folder = f"{run}/checkpoint_{step:09d}"
+        for f in local.iterdir():
+            storage.write_bytes(f"{folder}/{f.name}", f.read_bytes())
+    storage.write_bytes(f"{run}/checkpoint_000000005/{ckpt.COMMITTED}", b"")
+    assert ckpt.latest_checkpoint(run) == f"{run}/checkpoint_000000005"
+    assert resolve_checkpoint(run) == f"{run}/checkpoint_000000005"
+    assert ckpt.read_meta(resolve_checkpoint(run))["step"] == 5
+    fresh = build_ctc_model(tiny(), vocab_size=12)
+    ckpt.load_model_weights(resolve_checkpoint(run), fresh)
+    for name, value in model.state_dict().items():
+        assert torch.equal(fresh.state_dict()[name], value), name
+    encoder = build_ctc_model(tiny(), vocab_size=12).encoder  # finetune --init s3://...
+    load_encoder_weights(encoder, resolve_checkpoint(run))
+    for name, value in model.encoder.state_dict().items():
+        assert torch.equal(encoder.state_dict()[name], value), name
+    assert ckpt.latest_checkpoint(f"{base}/runs/none") is None

@@ -263,3 +263,29 @@ def test_pretrain_config_scores_only_dev_loss():
     with pytest.raises(ConfigError, match="select.metric"):
         PretrainConfig.load(None, ["select.metric=dev_wer"])
     assert PretrainConfig.load(None, []).select.metric == "dev_loss"
+
+
+def test_resuming_a_run_with_another_config_names_the_field_unless_it_only_runs_longer(
+    tmp_path,
+):
+    from bigssl.stages.finetune import FinetuneConfig
+    from bigssl.stages.launch import check_resume
+
+    saved = FinetuneConfig.load(None, ["features=f", "manifest=m", "tokenizer=t"])
+    model = torch.nn.Linear(2, 1)
+    folder = tmp_path / "checkpoint_000000010"
+    select.save_model(str(folder), model, {"step": 10, "config": saved.to_dict()}, {})
+    (folder / "COMMITTED").write_text("")
+
+    def resume(*overrides: str) -> None:
+        cfg = FinetuneConfig.load(None, ["features=f", "manifest=m", "tokenizer=t", *overrides])
+        check_resume(str(tmp_path), "ft", cfg.to_dict())
+
+    resume()  # the same config
+    resume("train.max_steps=900", "scaling.num_workers=1", "train.log_every=3")  # runs longer
+    with pytest.raises(ConfigError) as err:
+        resume("optim.peak_lr=1e-2", "encoder.dropout=0.3")
+    assert err.value.field == "encoder.dropout" and "optim.peak_lr" in str(err.value)
+    with pytest.raises(ConfigError, match="manifest"):
+        resume("manifest=other")
+    check_resume(str(tmp_path / "fresh"), "new", saved.to_dict())  # nothing to resume

@@ -74,7 +74,7 @@ def test_bad_sweep_configs_name_the_field(override, field):
     assert err.value.field == field
 
 
-def test_content_cache_produces_once_and_keys_follow_content(tmp_path):
+def test_content_cache_produces_once_and_keys_follow_content(tmp_path, monkeypatch):
     calls = []
 
     def produce(folder: str) -> dict:
@@ -84,6 +84,11 @@ def test_content_cache_produces_once_and_keys_follow_content(tmp_path):
     key = content_key({"steps": 3}, "corpus-abc")
     assert key == content_key({"steps": 3}, "corpus-abc")
     assert key != content_key({"steps": 4}, "corpus-abc")
+    import bigssl.stages.upstream as upstream
+
+    with monkeypatch.context() as patch:  # another release never reuses this one's artifacts
+        patch.setattr(upstream, "__version__", upstream.__version__ + ".post1")
+        assert content_key({"steps": 3}, "corpus-abc") != key
     first = cached(str(tmp_path), "featurize", key, produce)
     again = cached(str(tmp_path), "featurize", key, produce)
     assert first == again and len(calls) == 1

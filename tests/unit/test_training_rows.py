@@ -46,7 +46,7 @@ def test_pretraining_pool_counts_every_listed_row_featurize_quarantined(tmp_path
 
 def test_utterances_too_short_for_their_ctc_transcript_are_counted_and_named(tmp_path):
     from bigssl.models.conformer import ConformerConfig
-    from bigssl.stages.finetune import too_short_for_ctc
+    from bigssl.stages.finetune import too_short_for_ctc, training_transcripts, vocabulary
     from bigssl.stages.training_data import Selection
     from bigssl.text import TokenizerConfig, train_tokenizer
 
@@ -65,10 +65,15 @@ def test_utterances_too_short_for_their_ctc_transcript_are_counted_and_named(tmp
     pq.write_table(table, tmp_path / "features" / "shard-000000.parquet")
     selection = Selection(ids=["short", "enough", "pseudo"], shards={"shard-000000"})
     selection.pseudo = {"pseudo": "six"}  # 4 pieces: 6 frames are enough
-    out = too_short_for_ctc(str(tmp_path), selection, tokenizer, ConformerConfig())
+    transcripts = training_transcripts(str(tmp_path), selection)
+    assert sorted(transcripts) == [
+        ("enough", 28, "three"),
+        ("pseudo", 24, "six"),
+        ("short", 24, "three"),
+    ]
+    assert vocabulary(transcripts) == "six\nthree\n"  # words.txt: the pseudo-label's too
+    out = too_short_for_ctc(transcripts, tokenizer, ConformerConfig())
     assert out == {"utterances": 1, "share": round(1 / 3, 4), "ids": ["short"]}
     # At 2x subsampling the same audio has 12 frames: nothing is too short.
-    at_2x = too_short_for_ctc(
-        str(tmp_path), selection, tokenizer, ConformerConfig(subsampling_factor=2)
-    )
+    at_2x = too_short_for_ctc(transcripts, tokenizer, ConformerConfig(subsampling_factor=2))
     assert at_2x["utterances"] == 0

@@ -164,9 +164,10 @@ def load_encoder_weights(encoder: torch.nn.Module, checkpoint: str) -> None:
     """Copy the ``encoder.*`` tensors of any checkpoint (pre-training or fine-tuning) into
     ``encoder``, reading only those keys (DCP loads what the state dict asks for)."""
     state = {"model": {f"encoder.{k}": v for k, v in encoder.state_dict().items()}}
-    with warnings.catch_warnings():  # "assuming the intent is to load in a single process": yes
+    with ckpt.local_copy(checkpoint) as local, warnings.catch_warnings():
+        # "assuming the intent is to load in a single process": yes
         warnings.simplefilter("ignore", UserWarning)
-        dcp.load(state, checkpoint_id=checkpoint, no_dist=True)
+        dcp.load(state, checkpoint_id=local, no_dist=True)
     encoder.load_state_dict({k[len("encoder.") :]: v for k, v in state["model"].items()})
 
 
@@ -230,7 +231,7 @@ def _train_worker(config: dict[str, Any]) -> None:
         config["totals"],
         config["meta"],
         prepare_batch=_targets(tokenizer),
-        files={"tokenizer.model": tokenizer.model_bytes},
+        files={"tokenizer.model": tokenizer.model_bytes, ckpt.WORDS_FILE: config["words"].encode()},
         augment=_speed_augment(cfg.speed_perturb, cfg.train.seed + rank)
         if cfg.speed_perturb
         else None,
@@ -305,19 +306,33 @@ def select_rows(
     return selection, totals, hours
 
 
+def training_transcripts(features: str, selection: Selection) -> list[tuple[str, int, str]]:
+    """(id, input frames, transcript) of every selected row, pseudo-labels overlaid: read
+    on the driver (two small columns) for the CTC frame check and the vocabulary."""
+    return [
+        (r["id"], int(r["num_frames"]), selection.pseudo.get(r["id"], r["text"]) or "")
+        for r in feature_rows(features, selection, ["id", "num_frames", "text"])
+    ]
+
+
+def vocabulary(transcripts: list[tuple[str, int, str]]) -> str:
+    """The words of the transcripts, one per line, sorted: ``words.txt`` of the checkpoints."""
+    return "".join(f"{w}\n" for w in sorted({w for _, _, t in transcripts for w in t.split()}))
+
+
 def too_short_for_ctc(
-    features: str, selection: Selection, tokenizer: Tokenizer, encoder: ConformerConfig
+    transcripts: list[tuple[str, int, str]], tokenizer: Tokenizer, encoder: ConformerConfig
 ) -> dict[str, Any]:
     """The training utterances with fewer encoder frames than a CTC alignment of their
     transcript needs. ``F.ctc_loss(zero_infinity=True)`` gives them zero loss, so they
     would teach nothing without a word; the summary counts them and names a few."""
     short = []
-    for row in feature_rows(features, selection, ["id", "num_frames", "text"]):
-        ids = tokenizer.encode(selection.pseudo.get(row["id"], row["text"]) or "")
+    for uid, frames, text in transcripts:
+        ids = tokenizer.encode(text)
         needed = len(ids) + sum(a == b for a, b in zip(ids, ids[1:], strict=False))
-        if encoder.output_frames(int(row["num_frames"])) < needed:
-            short.append(row["id"])
-    rows = len(selection.ids)
+        if encoder.output_frames(frames) < needed:
+            short.append(uid)
+    rows = max(1, len(transcripts))
     if short:
         log.warning(
             "%d of %d training utterances (%.1f %%) have fewer encoder frames (input frames / "
@@ -353,10 +368,9 @@ def run_finetune(cfg: FinetuneConfig, out: str, ray_address: str | None = None) 
         cfg.features, cfg.manifest, cfg.pseudo_labels, cfg.pseudo_ratio
     )
     dev = dev_selection(cfg.features, cfg.dev) if cfg.dev else None
+    transcripts = training_transcripts(cfg.features, selection)
     too_short = (
-        too_short_for_ctc(cfg.features, selection, tokenizer, encoder_cfg)
-        if cfg.head == "ctc"
-        else None
+        too_short_for_ctc(transcripts, tokenizer, encoder_cfg) if cfg.head == "ctc" else None
     )
     epoch_steps = steps_per_epoch(
         cfg.features, selection, cfg.bucket, cfg.scaling.num_workers, cfg.optim.accumulation
@@ -386,6 +400,7 @@ def run_finetune(cfg: FinetuneConfig, out: str, ray_address: str | None = None) 
             "init_checkpoint": init_checkpoint,
             "totals": totals,
             "meta": meta,
+            "words": vocabulary(transcripts),
         },
         cfg.scaling,
         cfg.features,

@@ -5,6 +5,16 @@ Design decisions:
 - The workers' loop lives in :mod:`bigssl.stages.trainer`; this module only runs on the
   driver. Before starting, it checks the workers leave Ray Data a CPU (a run that takes
   them all hangs reading).
+- A checkpoint is ``COMMITTED`` only once Ray Train has registered it: the marker is
+  written by a controller callback that runs after the checkpoint manager's own, so
+  what the driver resumes from (the ``resume`` dataset's data position, the checkpoint
+  a failure line names) is what Ray Train restores. A rank's ``report`` returning
+  proves only that its own files were uploaded: a kill before the controller collects
+  the other ranks' reports leaves a folder that Ray Train never restores.
+- Re-running a ``run_name`` resumes it, so the config must be the one its checkpoints
+  were made with: a difference in what the run learns from or how (model, optimiser,
+  data, augmentation, seed) is a ConfigError naming the field. How it runs and for how
+  long (scaling, step counts, logging, checkpoint cadence, retention) may change.
 - Ray Train V2 raises a failed run's error from ``fit()``. The user gets one line: the
   rank whose process died (the other ranks' collectives fail with it and are counted,
   not quoted), and the checkpoint a re-run of the same command resumes from. A config
@@ -26,6 +36,80 @@ from bigssl.stages.trainer import ScalingSettings
 from bigssl.stages.training_data import Selection, make_datasets
 from bigssl.summary import TrainingFailed
 from bigssl.training import checkpoint as ckpt
+from bigssl.training import selection as select
+
+
+class _CommitRegistered(ray.train.UserCallback):
+    """Marks each checkpoint ``COMMITTED`` once the controller has registered it, then
+    applies retention (the ``keep_last`` newest and the ``keep_best`` best by ``metric``)."""
+
+    def __init__(self, run_dir: str, keep_last: int, metric: str, keep_best: int):
+        self.run_dir, self.keep_last, self.metric, self.keep_best = (
+            run_dir, keep_last, metric, keep_best
+        )  # fmt: skip
+
+    def after_report(self, run_context, metrics, checkpoint) -> None:  # noqa: ARG002
+        if checkpoint is None:
+            return
+        with checkpoint.filesystem.open_output_stream(f"{checkpoint.path}/{ckpt.COMMITTED}") as f:
+            f.write(b"")
+        select.retain(self.run_dir, self.keep_last, self.metric, self.keep_best)
+
+
+# Config fields a resumed run may change: how it runs and for how long, not what it learns.
+RESUMABLE = (
+    "scaling.",
+    "select.",
+    "train.max_steps",
+    "train.max_epochs",
+    "train.log_every",
+    "train.checkpoint_every",
+    "train.eval_every",
+    "train.keep_last",
+    "train.cache_epoch_mb",
+    "train.fault_",
+)
+
+
+def _flat(config: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            out |= _flat(value, f"{prefix}{key}.")
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def check_resume(run_dir: str, run_name: str, config: dict) -> None:
+    """Refuse to resume ``run_name`` with a config that differs from its checkpoints' in
+    anything but :data:`RESUMABLE` fields (ConfigError naming the first such field)."""
+    latest = ckpt.latest_checkpoint(run_dir)
+    saved = ckpt.read_meta(latest).get("config") if latest is not None else None
+    if not saved:
+        return
+    before, now = _flat(saved), _flat(config)
+    differ = [
+        k
+        for k in sorted(before.keys() | now.keys())
+        if not k.startswith(RESUMABLE) and before.get(k) != now.get(k)
+    ]
+    if differ:
+        more = f" (and {', '.join(differ[1:])})" if differ[1:] else ""
+        raise ConfigError(
+            differ[0],
+            f"run {run_name!r} was checkpointed with {before.get(differ[0])!r}, this run sets "
+            f"{now.get(differ[0])!r}{more}; resuming would mix two configs: use another "
+            f"run_name, or move {run_dir} away to start over",
+        )
+
+
+def _retention(cfg: dict, scored: bool) -> tuple[int, str, int]:
+    """(keep_last, metric, keep_best) of a stage config; the best count only with dev scores."""
+    chosen = cfg.get("select") or {}
+    if not scored or not chosen:
+        return cfg["train"]["keep_last"], "", 0
+    return cfg["train"]["keep_last"], chosen["metric"], chosen["keep_best"]
 
 
 def check_data_has_cpu(scaling: ScalingSettings) -> None:
@@ -54,6 +138,7 @@ def fit(
     check_data_has_cpu(scaling)
     out = storage.absolute(out)  # Ray wants absolute paths
     run_dir = storage.join(out, run_name)
+    check_resume(run_dir, run_name, config["cfg"])
     trainer = TorchTrainer(
         train_fn,
         train_loop_config={**config, "run_dir": run_dir},
@@ -66,6 +151,7 @@ def fit(
             name=run_name,
             storage_path=out,
             failure_config=FailureConfig(max_failures=scaling.max_failures),
+            callbacks=[_CommitRegistered(run_dir, *_retention(config["cfg"], dev is not None))],
         ),
         datasets=make_datasets(features, run_dir, selection, dev),
     )
@@ -106,7 +192,7 @@ def raise_training_failure(run_name: str, error: BaseException, run_dir: str) ->
         causes += f"; {len(failures) - len(died)} other rank(s) stopped with it"
     latest = ckpt.latest_checkpoint(run_dir)
     resume = (
-        f"re-running the same command resumes from {latest.name}"
+        f"re-running the same command resumes from {latest.rsplit('/', 1)[-1]}"
         if latest is not None
         else "no checkpoint was committed: re-running starts from step 0"
     )

@@ -16,8 +16,14 @@ Design decisions:
   took 109 s, with a report every 5th step 45 s). Rank 0 decides, so all workers
   report together (a report is a collective). Checkpoints are always reported.
 - A checkpoint merges the workers' data positions, saves through DCP into a local
-  temp folder on every rank (Ray merges the ranks' files), reports it under a
-  step-named folder, and rank 0 then marks it ``COMMITTED`` for the factory.
+  temp folder on every rank (Ray merges the ranks' files) and reports it under a
+  step-named folder; the driver marks it ``COMMITTED`` once Ray Train has registered
+  it (:mod:`bigssl.stages.launch`), and retention runs there too, so it never lags a
+  checkpoint behind (dev scores are written into the folder before the report). A
+  restored checkpoint that is not the newest
+  committed one (the driver died between the two) means the ``resume`` dataset was cut
+  for another position: the worker then reads the whole ``train`` epoch, skipping the
+  rows its own position has seen, rather than miss shards.
 - With a dev set (fine-tuning: CTC loss and greedy WER/CER; pre-training: the
   objective's held-out loss), every ``eval_every`` steps each rank scores its share
   of it (Ray Train splits the ``dev`` dataset across workers), the counts are
@@ -96,6 +102,9 @@ class LoopConfig(Config):
     # its first pass (see bigssl.training.epoch_cache); 0 = always stream
     fault_step: int = 0  # tests: SIGKILL worker `fault_rank` once at this step (0 = off)
     fault_rank: int = 0
+    # tests: when in the step it dies: "step" after the optimizer step, "report" right after
+    # its report of that step's checkpoint returns (before Ray Train can register it)
+    fault_at: Literal["step", "report"] = "step"
 
     def validate(self) -> None:
         check(self.max_steps >= 1, "max_steps", "must be >= 1")
@@ -199,6 +208,8 @@ def save(
             for file_name, data in (run.files or {}).items():
                 with open(os.path.join(tmp, file_name), "wb") as f:
                     f.write(data)
+            if scores is not None:  # in the folder before it is registered (retention reads it)
+                select.write_scores(tmp, step, scores)
         ckpt.save_checkpoint(
             tmp,
             stepper.model,
@@ -210,15 +221,6 @@ def save(
         )
         ray.train.report(
             metrics, checkpoint=Checkpoint.from_directory(tmp), checkpoint_dir_name=name
-        )
-    if ray.train.get_context().get_world_rank() == 0:
-        folder = storage.join(run.run_dir, name)
-        if scores is not None:
-            select.write_scores(folder, step, scores)
-        storage.write_bytes(storage.join(folder, "COMMITTED"), b"")
-        metric = run.select.metric if run.select else ""
-        select.retain(
-            run.run_dir, run.loop.keep_last, metric, run.select.keep_best if run.select else 0
         )
     return merged
 
@@ -246,6 +248,8 @@ def worker_loop(run: _Run, stepper: Stepper) -> None:
         )
         if position.consumed >= set(run.totals):  # the epoch was complete: start the next one
             position, source = DataPosition(epoch=position.epoch + 1), "train"
+        elif not _resume_matches(run.run_dir, restored.path):
+            source = "train"
     log = MetricsLog(run.run_dir, resume_step=step) if rank == 0 else None
     reads: set[str] = set()
     window = _Window()
@@ -276,7 +280,7 @@ def worker_loop(run: _Run, stepper: Stepper) -> None:
                 position.record(b["shards"], b["ids"].tolist())
             step += 1
             window.add(metrics)
-            _maybe_fail(run, step, rank, restored is not None)
+            _maybe_fail(run, step, rank, restored is not None, "step")
             if step % run.loop.log_every == 0 or run.checkpoint_due(step):
                 due = rank == 0 and time.monotonic() - last_report >= _ray_report_interval_s()
                 report, due = window.report(step, stepper.device, due)
@@ -289,6 +293,7 @@ def worker_loop(run: _Run, stepper: Stepper) -> None:
                 _record_reads(run, rank, restored, position.epoch, reads)
                 if run.checkpoint_due(step):
                     position = save(run, stepper, step, position, report, scores)
+                    _maybe_fail(run, step, rank, restored is not None, "report")
                     last_report = time.monotonic()
                     if log:
                         log.flush()
@@ -360,6 +365,15 @@ class _Window:
         return out, bool(totals[1].item() > 0)
 
 
+def _resume_matches(run_dir: str, restored: str) -> bool:
+    """Whether the ``resume`` dataset was cut for the restored checkpoint: the driver
+    cuts it from the newest committed one."""
+    latest = ckpt.latest_checkpoint(run_dir)
+    return (
+        latest is not None and latest.rsplit("/", 1)[-1] == restored.rstrip("/").rsplit("/", 1)[-1]
+    )
+
+
 def _record_reads(run: _Run, rank: int, restored: Any, epoch: int, reads: set[str]) -> None:
     """Which shards this worker received in ``epoch`` since it (re)started: evidence that a
     resume does not re-read consumed shards. Small: one name per shard."""
@@ -370,9 +384,10 @@ def _record_reads(run: _Run, rank: int, restored: Any, epoch: int, reads: set[st
     )
 
 
-def _maybe_fail(run: _Run, step: int, rank: int, resumed: bool) -> None:
+def _maybe_fail(run: _Run, step: int, rank: int, resumed: bool, at: str) -> None:
     if (
-        run.loop.fault_step
+        run.loop.fault_at == at
+        and run.loop.fault_step
         and step == run.loop.fault_step
         and rank == run.loop.fault_rank
         and not resumed

@@ -1,8 +1,8 @@
 """The sweep's upstream: artifacts every trial shares, computed once and cached by content.
 
 Splits, one feature pass, the tokenizer and one pre-training per preset live under
-``cache/<stage>-<key>/``, where the key hashes the stage's config and the keys (or,
-for the corpus, the manifest bytes) of its inputs. A re-run, or another sweep
+``cache/<stage>-<key>/``, where the key hashes the stage's config, the keys (or,
+for the corpus, the manifest bytes) of its inputs, and the code and schema versions. A re-run, or another sweep
 pointed at the same cache, reuses them; a changed config makes a new entry beside
 the old one. Every producer is restartable in place, so a crash costs only its
 unfinished part.
@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from bigssl import storage
+from bigssl import __version__, schemas, storage
 from bigssl.config import ConfigError
 from bigssl.data.splits import budget_label, write_splits
 from bigssl.models import expand_preset
@@ -27,9 +27,18 @@ if TYPE_CHECKING:
     from bigssl.stages.sweep import GridConfig, SweepConfig
 
 
+def _versions() -> dict[str, Any]:
+    """What else makes an artifact: the code's release and the on-disk schemas' versions."""
+    return {
+        "bigssl": __version__,
+        **{n: schemas.load(n).metadata[b"version"].decode() for n in ("features", "manifest")},
+    }
+
+
 def content_key(*parts: Any) -> str:
-    """A short stable hash of JSON-able parts (configs and upstream keys)."""
-    blob = json.dumps(parts, sort_keys=True, default=str).encode()
+    """A short stable hash of JSON-able parts (configs and upstream keys), and of the code
+    and schema versions: an entry made by another release is not reused."""
+    blob = json.dumps([_versions(), *parts], sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 
 

@@ -15,13 +15,16 @@ from any of them without a process group.
 from __future__ import annotations
 
 import json
-import os
 import random
+import tempfile
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow.fs as pafs
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
@@ -30,7 +33,7 @@ from torch.distributed.checkpoint.state_dict import (
     set_state_dict,
 )
 
-from bigssl import schemas
+from bigssl import schemas, storage
 
 
 def _rank() -> int:
@@ -104,15 +107,33 @@ def load_checkpoint(
 
 
 def read_meta(directory: str | Path) -> dict[str, Any]:
-    return json.loads((Path(directory) / "meta.json").read_text())
+    return storage.read_json(storage.join(directory, "meta.json"))
+
+
+@contextmanager
+def local_copy(directory: str | Path) -> Iterator[str]:
+    """A local folder holding the checkpoint: ``directory`` itself when it is local, else a
+    temporary download (DCP's reader takes local paths only)."""
+    if not storage.is_remote(str(directory)):
+        yield str(directory)
+        return
+    fs, path = storage.resolve(directory)
+    with tempfile.TemporaryDirectory(prefix="bigssl-ckpt-") as tmp:
+        # Every file, DCP's ".metadata" too (storage.list_files skips dot files).
+        pafs.copy_files(
+            path, tmp, source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem()
+        )
+        yield tmp
 
 
 def load_model_weights(directory: str | Path, model: torch.nn.Module) -> None:
-    """Load only the model weights of a checkpoint into a plain single-process module."""
+    """Load only the model weights of a checkpoint (local or ``s3://``) into a plain
+    single-process module."""
     state = {"model": model.state_dict()}
-    with warnings.catch_warnings():  # "assuming the intent is to load in a single process": yes
+    with local_copy(directory) as local, warnings.catch_warnings():
+        # "assuming the intent is to load in a single process": yes
         warnings.simplefilter("ignore", UserWarning)
-        dcp.load(state, checkpoint_id=str(directory), no_dist=True)
+        dcp.load(state, checkpoint_id=local, no_dist=True)
     model.load_state_dict(state["model"])
 
 
@@ -125,17 +146,21 @@ def export_weights(directory: str | Path, model: torch.nn.Module, target: str | 
     return target
 
 
-def latest_checkpoint(run_dir: str | Path) -> Path | None:
-    """Newest committed checkpoint under a run folder (``COMMITTED`` marks a registered one)."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        return None
+WORDS_FILE = "words.txt"  # a fine-tuned model's training vocabulary (decode.lexicon=train)
+COMMITTED = "COMMITTED"  # written by the driver once Ray Train has registered the checkpoint
+
+
+def committed_checkpoints(run_dir: str | Path) -> list[tuple[int, str]]:
+    """(step, folder) of every committed checkpoint of a run (local or ``s3://``), oldest first."""
     found = []
-    for child in run_dir.iterdir():
-        if child.name.startswith("checkpoint_") and (child / "COMMITTED").exists():
-            found.append((read_meta(child)["step"], child))
-    return max(found)[1] if found else None
+    for folder in storage.list_dirs(run_dir):
+        name = folder.rstrip("/").rsplit("/", 1)[-1]
+        if name.startswith("checkpoint_") and storage.exists(storage.join(folder, COMMITTED)):
+            found.append((int(name.removeprefix("checkpoint_")), folder.rstrip("/")))
+    return sorted(found)
 
 
-def mark_committed(directory: str | Path) -> None:
-    Path(directory, "COMMITTED").write_text(str(os.getpid()))
+def latest_checkpoint(run_dir: str | Path) -> str | None:
+    """Newest committed checkpoint folder under a run folder, or None."""
+    found = committed_checkpoints(run_dir)
+    return found[-1][1] if found else None

@@ -63,12 +63,7 @@ def write_scores(checkpoint_dir: str, step: int, scores: dict[str, float]) -> No
 
 def checkpoints(run_dir: str) -> list[tuple[int, str]]:
     """(step, folder) of every committed checkpoint of a run, oldest first."""
-    found = []
-    for folder in storage.list_dirs(run_dir):
-        name = folder.rstrip("/").rsplit("/", 1)[-1]
-        if name.startswith("checkpoint_") and storage.exists(storage.join(folder, "COMMITTED")):
-            found.append((int(name.removeprefix("checkpoint_")), folder))
-    return sorted(found)
+    return ckpt.committed_checkpoints(run_dir)
 
 
 def scored_checkpoints(run_dir: str) -> list[Scored]:
