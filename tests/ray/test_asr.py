@@ -469,3 +469,27 @@ def test_evaluate_rerun_with_other_decode_settings_redoes_the_shards(asr, tmp_pa
     assert second.keys() == first.keys()
     assert all(m["decode"]["beam_size"] == 4 for m in second.values()), second
     assert all(second[k]["wall_s"] != first[k]["wall_s"] for k in first)  # each shard redone
+
+
+def test_lexicon_of_the_training_words_keeps_hypotheses_in_vocabulary(asr, tmp_path):
+    """Fine-tuning writes its training transcripts' words into the checkpoint; evaluate's
+    ``decode.lexicon=train`` then emits only those (the greedy teacher misspells)."""
+    labeled = pq.read_table(asr["splits"] / "labeled_30pct.parquet").column("text").to_pylist()
+    vocabulary = {w for t in labeled if t for w in t.split()}
+    words = (Path(asr["teacher"]) / "words.txt").read_text().split("\n")
+    assert set(words) - {""} == vocabulary and words[-1] == ""
+
+    def hypotheses(*decode: str) -> tuple[list[str], float]:
+        out = tmp_path / ("-".join(decode) or "greedy")
+        test = str(asr["splits"] / "test.parquet")
+        summary = run_evaluate(
+            asr["teacher"], test, str(out), EvaluateConfig.load(None, [*POOL, *decode])
+        )
+        table = pa.concat_tables([pq.read_table(f) for f in (out / "utterances").glob("*.parquet")])
+        return table.column("hypothesis").to_pylist(), summary.extra["wer"]
+
+    greedy, greedy_wer = hypotheses()
+    assert any(set(h.split()) - vocabulary for h in greedy)  # misspelt words
+    lexicon, lexicon_wer = hypotheses("decode.decoder=beam", "decode.lexicon=train")
+    assert all(set(h.split()) <= vocabulary for h in lexicon)
+    assert lexicon_wer < greedy_wer, (lexicon_wer, greedy_wer)

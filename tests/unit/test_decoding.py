@@ -3,6 +3,8 @@ import math
 import pickle
 import random
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import torch
 
@@ -17,6 +19,7 @@ from bigssl.decoding.ctc import (
     greedy_decode,
     is_blank_only,
     make_decoder,
+    read_words,
     repetition_ratio,
 )
 from bigssl.text import TokenizerConfig, train_tokenizer
@@ -209,3 +212,41 @@ def test_lm_hook_changes_an_acoustically_ambiguous_token(tokenizer, tmp_path):
     # the confidence stays acoustic: the LM's choice has the lower acoustic score
     assert hyp.logprob == pytest.approx(alignment_logprob(log_probs[0], [b]))
     assert hyp.logprob < plain.logprob
+
+
+@needs_beam
+def test_lexicon_search_emits_only_listed_words(tmp_path):
+    """A misspelt digit ("sigx") comes out as the listed word, several words in a row as
+    spoken; a tokenizer without the dummy prefix is refused (its first word is spelt
+    differently from later ones)."""
+    digits = "zero one two three four five six seven eight nine".split()
+    rng = random.Random(0)
+    texts = [" ".join(rng.choices(digits, k=rng.randint(1, 3))) for _ in range(300)]
+    cfg = TokenizerConfig(model_type="char", vocab_size=40)
+    tok = train_tokenizer(texts, cfg)
+    lexicon = tmp_path / "words.txt"
+    lexicon.write_text("\n".join(digits) + "\n")
+    spoken = ["sigx", "three seven", "nine one two"]
+    log_probs, lengths = _sentence_emissions(tok, spoken, p=0.8)
+    assert [h.text for h in make_decoder("greedy", tok).decode(log_probs, lengths)] == spoken
+    decoder = make_decoder("beam", tok, beam_size=16, lexicon=str(lexicon))
+    hyps = decoder.decode(log_probs, lengths)
+    assert [h.text for h in hyps] == ["six", "three seven", "nine one two"]
+    # the confidence stays the acoustic score of the emitted tokens
+    frames = int(lengths[0])
+    assert hyps[0].logprob == pytest.approx(
+        alignment_logprob(log_probs[0, :frames], hyps[0].tokens)
+    )
+    with pytest.raises(ConfigError) as err:
+        make_decoder("greedy", tok, lexicon=str(lexicon))
+    assert err.value.field == "lexicon"
+    make_decoder("beam", tok, lexicon=str(lexicon), word_score=-1.0)  # a lexicon has one
+    manifest = tmp_path / "labeled.parquet"  # or the words of a labeled manifest
+    pq.write_table(pa.table({"text": ["six seven", None, "three six", "nine one two"]}), manifest)
+    assert read_words(str(manifest)) == ["six", "seven", "three", "nine", "one", "two"]
+    from_manifest = make_decoder("beam", tok, beam_size=16, lexicon=str(manifest))
+    assert [h.text for h in from_manifest.decode(log_probs, lengths)] == [h.text for h in hyps]
+    bare = train_tokenizer(texts, TokenizerConfig(**{**cfg.to_dict(), "add_dummy_prefix": False}))
+    bare_probs, bare_lengths = _sentence_emissions(bare, ["six"])
+    with pytest.raises(ValueError, match="add_dummy_prefix"):
+        make_decoder("beam", bare, lexicon=str(lexicon)).decode(bare_probs, bare_lengths)

@@ -29,6 +29,13 @@ Design decisions:
   LM's word dictionary from a hash map, so word ids stop matching token ids and the LM
   scores the wrong tokens; we always pass ``lm_dict``, the tokens listed in id order.
   A remote ``lm_path`` is copied to a local temp file for KenLM.
+- **A lexicon makes the search word-level** (flashlight's lexicon decoder): only words
+  of the list can be emitted, each spelled by the tokenizer, with ``word_score`` per
+  word and an optional KenLM over words. A closed-vocabulary task (digits, commands)
+  then cannot produce "sigx" for "six". Each word is spelt as the tokenizer spells it,
+  "▁" included, so the tokenizer must have the dummy prefix: without it a first word
+  is spelt without its "▁" and later ones with it, which one lexicon cannot say (two
+  spellings per word let flashlight run words together), so that is refused.
 - Decoders pickle without their native state (rebuilt on first use), so Ray can ship one.
 """
 
@@ -52,6 +59,8 @@ from bigssl.text.tokenizer import BLANK_ID, BLANK_TOKEN, Tokenizer
 log = logging.getLogger(__name__)
 
 SIL_TOKEN = "<sil>"
+UNK_WORD = "<unk>"
+BOUNDARY = "\u2581"  # sentencepiece's word-boundary mark  # flashlight's word for spellings outside the lexicon
 _NEVER = -1e30  # emission of the silence column: never chosen, never NaN in sums
 
 
@@ -147,13 +156,22 @@ class DecoderConfig(Config):
     beam_threshold: float = 25.0  # prune hypotheses this far below the best
     lm_path: str | None = None  # KenLM model over tokenizer pieces (local or s3://)
     lm_weight: float = 0.5  # LM score weight (beam only)
-    word_score: float = 0.0  # must stay 0: lexicon-free search has no word insertion score
+    word_score: float = 0.0  # added per emitted word; lexicon search only
+    # A word list (one word per line, or a manifest .parquet: its transcripts' words; local
+    # or s3://): the search emits only its words, and lm_path is then a word LM. None:
+    # lexicon-free over tokenizer pieces.
+    lexicon: str | None = None
 
     def validate(self) -> None:
         check(self.beam_size >= 1, "beam_size", f"must be >= 1, got {self.beam_size}")
         # flashlight's lexicon-free options have no word score; accepting one silently
         # would let a sweep "tune" a knob that does nothing.
-        check(self.word_score == 0.0, "word_score", "lexicon-free beam search has none; use 0")
+        check(
+            self.word_score == 0.0 or self.lexicon is not None,
+            "word_score",
+            "lexicon-free beam search has none; use 0 or give a lexicon",
+        )
+        check(self.lexicon is None or self.kind == "beam", "lexicon", "a lexicon needs kind=beam")
         check(self.lm_path is None or self.kind == "beam", "lm_path", "an LM needs kind=beam")
         check(self.beam_size_token >= 0, "beam_size_token", "must be >= 0 (0 = all tokens)")
         check(self.beam_threshold > 0, "beam_threshold", "must be > 0")
@@ -172,7 +190,8 @@ class GreedyDecoder:
 
 
 class BeamDecoder:
-    """Lexicon-free CTC beam search (torchaudio ``ctc_decoder``), optional KenLM."""
+    """CTC beam search (torchaudio ``ctc_decoder``): lexicon-free over tokenizer pieces, or
+    over the words of a lexicon; optional KenLM."""
 
     kind = "beam"
 
@@ -190,14 +209,16 @@ class BeamDecoder:
         from torchaudio.models.decoder import ctc_decoder
 
         tokens = [*self._tokens, SIL_TOKEN]
-        lm, lm_dict = self.cfg.lm_path, None
-        if lm is not None:
-            if storage.is_remote(lm):  # KenLM reads local files only
-                lm = self._temp_file(storage.read_bytes(lm), posixpath.basename(lm))
+        lm, lm_dict, lexicon = self.cfg.lm_path, None, None
+        if lm is not None and storage.is_remote(lm):  # KenLM reads local files only
+            lm = self._temp_file(storage.read_bytes(lm), posixpath.basename(lm))
+        if self.cfg.lexicon is not None:
+            lexicon = self._temp_file(self._lexicon_lines(), "lexicon.txt")
+        elif lm is not None:
             # The LM's word ids must be the token ids (see module doc): list them in order.
             lm_dict = self._temp_file("\n".join(tokens).encode() + b"\n", "tokens.txt")
         return ctc_decoder(
-            lexicon=None,
+            lexicon=lexicon,
             tokens=tokens,
             lm=lm,
             lm_dict=lm_dict,
@@ -205,9 +226,28 @@ class BeamDecoder:
             beam_size_token=self.cfg.beam_size_token or None,
             beam_threshold=self.cfg.beam_threshold,
             lm_weight=self.cfg.lm_weight,
+            word_score=self.cfg.word_score,
             blank_token=BLANK_TOKEN,
             sil_token=SIL_TOKEN,
+            unk_word=UNK_WORD,
         )
+
+    def _lexicon_lines(self) -> bytes:
+        """flashlight's lexicon: ``word piece piece ...``, one line per word (module doc)."""
+        assert self.cfg.lexicon is not None
+        lines = []
+        for word in read_words(self.cfg.lexicon):
+            alone = self.tokenizer.encode(word)
+            if alone != self.tokenizer.encode(f"{word} {word}")[len(alone) :]:
+                raise ValueError(
+                    "lexicon search needs a tokenizer trained with add_dummy_prefix=true:"
+                    f" this one spells {word!r} differently first in a sentence and later"
+                )
+            if alone and 1 not in alone:  # 1 = <unk>: a word the tokenizer cannot spell
+                lines.append(" ".join([word, *(self._tokens[i] for i in alone)]))
+        if not lines:
+            raise ValueError(f"the tokenizer spells none of the words of {self.cfg.lexicon}")
+        return ("\n".join(lines) + "\n").encode()
 
     def _temp_file(self, data: bytes, name: str) -> str:
         """A local copy of ``data`` that lives as long as the native decoder (KenLM may mmap it)."""
@@ -235,9 +275,23 @@ class BeamDecoder:
         for b, nbest in enumerate(results):
             frames = int(lengths[b])
             tokens = [t for t in nbest[0].tokens.tolist() if t != silence_id] if nbest else []
+            if self.cfg.lexicon is not None and nbest:
+                # The words are the result: flashlight's token path may end inside a word
+                # that never completed (a trie prefix), so spell the words instead.
+                tokens = self.tokenizer.encode(" ".join(nbest[0].words))
             logprob = alignment_logprob(emissions[b, :frames], tokens)
             hypotheses.append(_hypothesis(tokens, logprob, frames, float(mean_max_prob[b])))
         return _with_text(hypotheses, self.tokenizer)
+
+
+def read_words(uri: str) -> list[str]:
+    """The words of a lexicon: a text file's first field per non-empty line, or every word
+    of a manifest's (``.parquet``) transcripts; each once, in order of appearance."""
+    if uri.endswith(".parquet"):
+        texts = storage.read_parquet(uri, columns=["text"]).column("text").to_pylist()
+        return list(dict.fromkeys(w for t in texts if t for w in t.split()))
+    text = storage.read_bytes(uri).decode("utf-8")
+    return list(dict.fromkeys(line.split()[0] for line in text.splitlines() if line.strip()))
 
 
 def _with_text(hypotheses: list[Hypothesis], tokenizer: Tokenizer | None) -> list[Hypothesis]:
@@ -257,13 +311,14 @@ def make_decoder(
     lm_path: str | None = None,
     lm_weight: float = 0.5,
     word_score: float = 0.0,
+    lexicon: str | None = None,
 ) -> GreedyDecoder | BeamDecoder:
     """A decoder of ``kind``; beam without flashlight-text warns and returns greedy.
 
     Arguments are :class:`DecoderConfig`'s fields (a bad value raises its ConfigError).
     """
     cfg = DecoderConfig(
-        kind, beam_size, beam_size_token, beam_threshold, lm_path, lm_weight, word_score
+        kind, beam_size, beam_size_token, beam_threshold, lm_path, lm_weight, word_score, lexicon
     )
     return build_decoder(cfg, tokenizer)
 
@@ -280,7 +335,11 @@ def build_decoder(
     if not ok:
         log.warning(
             "CTC beam search unavailable, decoding greedily instead%s: %s",
-            f" and ignoring the LM {cfg.lm_path}" if cfg.lm_path else "",
+            "".join(
+                f" and ignoring the {what} {path}"
+                for what, path in (("LM", cfg.lm_path), ("lexicon", cfg.lexicon))
+                if path
+            ),
             why,
         )
         return GreedyDecoder(tokenizer)

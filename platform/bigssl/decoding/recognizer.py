@@ -30,7 +30,7 @@ import torch
 from bigssl import storage
 from bigssl.audio.decode import AudioError
 from bigssl.audio.features import Fbank, FbankConfig
-from bigssl.config import Config, check
+from bigssl.config import Config, ConfigError, check
 from bigssl.data.bucketing import collate_features, greedy_cut
 from bigssl.data.features import FeaturizeConfig, featurize_sample, shard_stem
 from bigssl.data.shards import ShardError, iter_shard
@@ -49,12 +49,19 @@ class DecodeConfig(Config):
     beam_size: int = 16  # beam search width
     lm: str = ""  # optional KenLM n-gram (binary or ARPA) for beam search
     lm_weight: float = 0.5  # LM weight in beam search
+    # Beam search over words only: a word list or a labeled manifest (.parquet; local or
+    # s3://), or "train" for the words of the model's own training transcripts (the
+    # ``words.txt`` fine-tuning writes into its checkpoints).
+    lexicon: str = ""
+    word_score: float = 0.0  # added per word in lexicon search
     max_frames: int = 30000  # padded feature frames per inference batch
     audio_key: str = "flac"  # the shards' audio extension
 
     def validate(self) -> None:
         check(self.beam_size >= 1, "beam_size", "must be >= 1")
         check(self.max_frames >= 100, "max_frames", "must be >= 100")
+        check(not self.lexicon or self.decoder == "beam", "lexicon", "needs decoder=beam")
+        check(self.word_score == 0.0 or bool(self.lexicon), "word_score", "needs a lexicon")
 
 
 def _frames(row: dict[str, Any]) -> int:
@@ -91,11 +98,25 @@ class Recognizer:
                 beam_size=cfg.beam_size,
                 lm_path=cfg.lm or None,
                 lm_weight=cfg.lm_weight,
+                word_score=cfg.word_score,
+                lexicon=self._lexicon(),
             )
         self.featurize_cfg = FeaturizeConfig(
             fbank=FbankConfig.from_dict(self.meta.get("fbank", {})), audio_key=cfg.audio_key
         )
         self.fbank = Fbank(self.featurize_cfg.fbank)
+
+    def _lexicon(self) -> str | None:
+        if self.cfg.lexicon != "train":
+            return self.cfg.lexicon or None
+        words = storage.join(self.checkpoint, ckpt.WORDS_FILE)
+        if not storage.exists(words):
+            raise ConfigError(
+                "decode.lexicon",
+                f"'train' needs {ckpt.WORDS_FILE} in the checkpoint, and {self.checkpoint} has none"
+                " (made before fine-tuning wrote it?); give a word list instead",
+            )
+        return words
 
     @torch.inference_mode()
     def hypotheses(self, batch: dict[str, np.ndarray]) -> list[Hypothesis]:

@@ -126,10 +126,11 @@ def select_final(
     if chosen["kind"] == "best":
         ckpt.load_model_weights(top[0].path, model)
     chosen["best_single"] = {"step": top[0].step, "scores": top[0].scores}
+    files = {"tokenizer.model": tokenizer.model_bytes}
+    words = storage.join(top[0].path, ckpt.WORDS_FILE)
+    if storage.exists(words):
+        files[ckpt.WORDS_FILE] = storage.read_bytes(words)
     select.save_model(
-        storage.join(run_dir, select.FINAL),
-        model,
-        {**meta, "selected": chosen},
-        {"tokenizer.model": tokenizer.model_bytes},
+        storage.join(run_dir, select.FINAL), model, {**meta, "selected": chosen}, files
     )
     return chosen
