@@ -407,7 +407,7 @@ def test_one_noisy_student_generation_does_not_raise_wer(asr):
 
 
 def test_selection_overlays_pseudo_text_and_repeats_the_scarce_side():
-    from bigssl.stages.finetune import mix_repeats
+    from bigssl.stages.labeled_rows import mix_repeats
     from bigssl.stages.training_data import _keep_selected
 
     batch = pa.table(

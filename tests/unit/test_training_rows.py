@@ -3,7 +3,7 @@
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from bigssl.stages.finetune import select_rows
+from bigssl.stages.labeled_rows import select_rows
 from bigssl.stages.training_data import pool_selection
 
 
@@ -46,7 +46,7 @@ def test_pretraining_pool_counts_every_listed_row_featurize_quarantined(tmp_path
 
 def test_utterances_too_short_for_their_ctc_transcript_are_counted_and_named(tmp_path):
     from bigssl.models.conformer import ConformerConfig
-    from bigssl.stages.finetune import too_short_for_ctc, training_transcripts, vocabulary
+    from bigssl.stages.labeled_rows import too_short_for_ctc, training_transcripts, vocabulary
     from bigssl.stages.training_data import Selection
     from bigssl.text import TokenizerConfig, train_tokenizer
 

@@ -274,11 +274,14 @@ class BeamDecoder:
         hypotheses = []
         for b, nbest in enumerate(results):
             frames = int(lengths[b])
-            tokens = [t for t in nbest[0].tokens.tolist() if t != silence_id] if nbest else []
-            if self.cfg.lexicon is not None and nbest:
+            if not nbest:
+                tokens = []
+            elif self.cfg.lexicon is not None:
                 # The words are the result: flashlight's token path may end inside a word
                 # that never completed (a trie prefix), so spell the words instead.
                 tokens = self.tokenizer.encode(" ".join(nbest[0].words))
+            else:
+                tokens = [t for t in nbest[0].tokens.tolist() if t != silence_id]
             logprob = alignment_logprob(emissions[b, :frames], tokens)
             hypotheses.append(_hypothesis(tokens, logprob, frames, float(mean_max_prob[b])))
         return _with_text(hypotheses, self.tokenizer)

@@ -80,6 +80,11 @@ def build_ctc_model(
     )
 
 
+def ctc_frames_needed(ids: list[int]) -> int:
+    """The fewest frames a CTC alignment of ``ids`` needs (one transcript; see below)."""
+    return len(ids) + sum(a == b for a, b in zip(ids, ids[1:], strict=False))
+
+
 def frames_needed(targets: torch.Tensor, target_lengths: torch.Tensor) -> torch.Tensor:
     """(B, S) padded targets, (B,) lengths -> (B,) the fewest frames a CTC alignment needs:
     one per token plus a blank between each pair of equal neighbours ("three": 6)."""

@@ -27,7 +27,6 @@ Design decisions:
 
 from __future__ import annotations
 
-import logging
 import random
 import time
 import warnings
@@ -36,7 +35,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow.compute as pc
 import ray.train
 import torch
 import torch.distributed.checkpoint as dcp
@@ -57,15 +55,18 @@ from bigssl.models import (
 from bigssl.models.asr import Head
 from bigssl.models.parallelize import parallelize
 from bigssl.stages.dev_set import DEV_COLUMNS, dev_batches, dev_selection, select_final
+from bigssl.stages.labeled_rows import (
+    select_rows,
+    too_short_for_ctc,
+    training_transcripts,
+    vocabulary,
+)
 from bigssl.stages.launch import fit
 from bigssl.stages.runtime import init_ray
 from bigssl.stages.trainer import LoopConfig, ScalingSettings, _Run, worker_loop
 from bigssl.stages.training_data import (
-    Selection,
     feature_rows,
-    quarantined_ids,
     steps_per_epoch,
-    usable_rows,
 )
 from bigssl.summary import StageSummary
 from bigssl.text.tokenizer import Tokenizer
@@ -75,8 +76,6 @@ from bigssl.training.optim import OptimConfig, build_optimizer, build_scheduler
 from bigssl.training.selection import SelectConfig
 from bigssl.training.step import Stepper
 from bigssl.training.validation import ctc_scorer
-
-log = logging.getLogger(__name__)
 
 
 def _finetune_optim() -> OptimConfig:
@@ -250,103 +249,6 @@ def _train_worker(config: dict[str, Any]) -> None:
         frozen_until=cfg.freeze_encoder_steps,
     )
     worker_loop(run, stepper)
-
-
-def mix_repeats(labeled: int, pseudo: int, ratio: float, cap: int = 1000) -> tuple[int, int]:
-    """(repeat_labeled, repeat_pseudo) bringing pseudo : labeled rows near ``ratio``: the
-    scarcer side is repeated, never the other dropped."""
-    if not pseudo or not labeled:
-        return 1, 1
-    if pseudo >= ratio * labeled:
-        return min(cap, max(1, round(pseudo / (ratio * labeled)))), 1
-    return 1, min(cap, max(1, round(ratio * labeled / pseudo)))
-
-
-def select_rows(
-    features: str, manifest: str, pseudo_labels: str = "", pseudo_ratio: float = 9.0
-) -> tuple[Selection, dict[str, int], float]:
-    """The manifest's labeled rows (plus kept pseudo-labels) that have features:
-    selection, rows per shard per epoch, labeled hours."""
-    table = storage.read_parquet(manifest)
-    table = table.filter(pc.is_valid(table.column("text")))
-    if table.num_rows == 0:
-        raise ConfigError("manifest", f"{manifest} has no labeled rows")
-    quarantined = quarantined_ids(features)
-    labeled, hours = usable_rows(table, quarantined)
-    pseudo: dict[str, str] = {}
-    pseudo_shard: dict[str, str] = {}
-    if pseudo_labels:
-        from bigssl.stages.label import read_ledger
-
-        ledger = read_ledger(pseudo_labels, kept_only=True)
-        for uid, shard, text in zip(
-            ledger.column("id").to_pylist(),
-            ledger.column("shard").to_pylist(),
-            ledger.column("text").to_pylist(),
-            strict=True,
-        ):
-            if uid not in labeled and uid not in quarantined:  # a true label wins
-                pseudo[uid], pseudo_shard[uid] = text, shard
-        if not pseudo:
-            raise ConfigError("pseudo_labels", f"{pseudo_labels} keeps no usable pseudo-label")
-    repeat_labeled, repeat_pseudo = mix_repeats(len(labeled), len(pseudo), pseudo_ratio)
-    totals: dict[str, int] = {}
-    for stem in labeled.values():
-        totals[stem] = totals.get(stem, 0) + repeat_labeled
-    for stem in pseudo_shard.values():
-        totals[stem] = totals.get(stem, 0) + repeat_pseudo
-    selection = Selection(
-        ids=[*labeled, *pseudo],
-        shards=set(totals),
-        pseudo=pseudo,
-        repeat_labeled=repeat_labeled,
-        repeat_pseudo=repeat_pseudo,
-        skipped=table.num_rows - len(labeled),
-    )
-    return selection, totals, hours
-
-
-def training_transcripts(features: str, selection: Selection) -> list[tuple[str, int, str]]:
-    """(id, input frames, transcript) of every selected row, pseudo-labels overlaid: read
-    on the driver (two small columns) for the CTC frame check and the vocabulary."""
-    return [
-        (r["id"], int(r["num_frames"]), selection.pseudo.get(r["id"], r["text"]) or "")
-        for r in feature_rows(features, selection, ["id", "num_frames", "text"])
-    ]
-
-
-def vocabulary(transcripts: list[tuple[str, int, str]]) -> str:
-    """The words of the transcripts, one per line, sorted: ``words.txt`` of the checkpoints."""
-    return "".join(f"{w}\n" for w in sorted({w for _, _, t in transcripts for w in t.split()}))
-
-
-def too_short_for_ctc(
-    transcripts: list[tuple[str, int, str]], tokenizer: Tokenizer, encoder: ConformerConfig
-) -> dict[str, Any]:
-    """The training utterances with fewer encoder frames than a CTC alignment of their
-    transcript needs. ``F.ctc_loss(zero_infinity=True)`` gives them zero loss, so they
-    would teach nothing without a word; the summary counts them and names a few."""
-    short = []
-    for uid, frames, text in transcripts:
-        ids = tokenizer.encode(text)
-        needed = len(ids) + sum(a == b for a, b in zip(ids, ids[1:], strict=False))
-        if encoder.output_frames(frames) < needed:
-            short.append(uid)
-    rows = max(1, len(transcripts))
-    if short:
-        log.warning(
-            "%d of %d training utterances (%.1f %%) have fewer encoder frames (input frames / "
-            "subsampling_factor %d) than CTC needs for their transcript and train with zero "
-            "loss, e.g. %s; a tokenizer with add_dummy_prefix=false saves a frame each, "
-            "encoder.subsampling_factor=2 halves the shortfall",
-            len(short), rows, 100 * len(short) / rows, encoder.subsampling_factor,
-            ", ".join(sorted(short)[:3]),
-        )  # fmt: skip
-    return {
-        "utterances": len(short),
-        "share": round(len(short) / rows, 4),
-        "ids": sorted(short)[:5],
-    }
 
 
 def fbank_config(features: str) -> dict[str, Any]:
