@@ -25,7 +25,10 @@ def ray_session():
     if not ray.is_initialized():
         # address="local" always starts a fresh Ray: never attach to a cluster
         # someone else started on this machine.
-        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+        from bigssl.stages.runtime import loopback_node
+
+        with loopback_node():  # as every local run: servers on loopback only
+            ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
 

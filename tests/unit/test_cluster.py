@@ -264,7 +264,8 @@ def test_init_ray_picks_the_cluster_and_a_local_dashboard_on_loopback(
     if expected == "local":
         assert kwargs["include_dashboard"] is True
         assert kwargs["dashboard_host"] == "127.0.0.1"
+        assert kwargs["_node_ip_address"] == "127.0.0.1"  # every other server too
         assert kwargs["num_cpus"] == 2
     else:
         assert "dashboard_host" not in kwargs and "include_dashboard" not in kwargs
-        assert "num_cpus" not in kwargs
+        assert "num_cpus" not in kwargs and "_node_ip_address" not in kwargs

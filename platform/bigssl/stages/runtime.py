@@ -8,9 +8,13 @@ fresh local Ray owned by this process.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 
 import ray
+
+LOOPBACK = "127.0.0.1"
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
@@ -26,5 +30,39 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         # logged "Failed to query Ray Train Controller actor state" once per second and
         # the cleaner could not tell a dead controller from a live one. It costs ~1 % of
         # 2 cores (0.55 core-s in a 30 s featurize run).
-        kwargs.update(num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1")
+        kwargs.update(
+            num_cpus=num_cpus,
+            include_dashboard=True,
+            dashboard_host=LOOPBACK,
+            _node_ip_address=LOOPBACK,
+        )
+        with loopback_node():
+            ray.init(**kwargs)
+        return
     ray.init(**kwargs)
+
+
+@contextlib.contextmanager
+def loopback_node() -> Iterator[None]:
+    """Start a local Ray whose every server listens on loopback only (issue 25, item 9).
+
+    A local Ray on Linux takes the machine's routable address as its node IP and binds
+    GCS, raylet, object manager, workers' gRPC and the dashboard agent to all
+    interfaces, with no auth in local mode: measured here, 11 sockets on ``*`` / ``::``.
+    Ray 2.60 has no public switch for it: ``ray.init(_node_ip_address="127.0.0.1")`` is
+    rewritten to the routable address (``services.resolve_ip_for_localhost``). What Ray
+    does on macOS and Windows, where local clusters are loopback-only, is keyed on
+    ``ray_constants.ENABLE_RAY_CLUSTER`` (the env var ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER``,
+    read at import, so too late to set here): false for the duration of the start, every
+    server binds 127.0.0.1 and Ray Train's gloo rendezvous does too.
+    ``tests/ray/test_listeners.py`` reads the sockets of a real run, so a Ray upgrade
+    that moves this fails there, not silently.
+    """
+    from ray._private import ray_constants
+
+    saved = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved
