@@ -344,7 +344,7 @@ def run_finetune(cfg: FinetuneConfig, out: str, ray_address: str | None = None) 
             "epochs": round(int(metrics.get("step", 0)) / epoch_steps, 2),
             "checkpoint": storage.join(run_dir, select.FINAL)
             if chosen
-            else (result.checkpoint.path if result.checkpoint else None),
+            else ckpt.registered_uri(run_dir, result.checkpoint),
             "selected": chosen or None,
             "too_short_for_ctc": too_short,
             "run_dir": storage.join(out, cfg.run_name),

@@ -40,6 +40,7 @@ from bigssl.stages.training_data import (
     steps_per_epoch,
 )
 from bigssl.summary import StageSummary
+from bigssl.training import checkpoint as ckpt
 from bigssl.training.optim import OptimConfig, build_optimizer, build_scheduler
 from bigssl.training.selection import SelectConfig, best, scored_checkpoints
 from bigssl.training.step import Stepper
@@ -170,7 +171,7 @@ def run_pretrain(cfg: PretrainConfig, out: str, ray_address: str | None = None) 
             "code_perplexity": metrics.get("code_perplexity"),
             "encoder_params": params,
             "wall_s": round(wall, 1),
-            "checkpoint": result.checkpoint.path if result.checkpoint else None,
+            "checkpoint": ckpt.registered_uri(run_dir, result.checkpoint),
             "dev_loss": metrics.get("dev_loss"),
             "dev_accuracy": metrics.get("dev_accuracy"),
             "best_checkpoint": (

@@ -23,8 +23,10 @@ Design decisions:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -302,6 +304,26 @@ def _error_text(error: BaseException | None) -> str:
     return lines[-1].strip() if lines else type(error).__name__
 
 
+@contextlib.contextmanager
+def _credentials_not_in_runtime_env() -> Iterator[None]:
+    """Tune copies the driver's ``AWS_*`` keys into every trainable's ``runtime_env``
+    (``ray.tune.execution.class_cache``), and Ray's runtime-env agent logs each runtime
+    env in clear text (``runtime_env_agent.log``): an S3 sweep wrote the secret key into
+    the session logs. Trials do not need the copy: Ray workers inherit their node's
+    environment (locally the one Ray started with; on a cluster the nodes' own, or an
+    instance role), which is how every other stage's workers reach S3. So the keys are
+    left out of Tune's list while the experiment runs (tests/ray/test_s3.py greps the
+    logs)."""
+    from ray.tune.execution import class_cache
+
+    secret = {name for name in class_cache.ENV_VARS_TO_PROPAGATE if name.startswith("AWS_")}
+    class_cache.ENV_VARS_TO_PROPAGATE -= secret
+    try:
+        yield
+    finally:
+        class_cache.ENV_VARS_TO_PROPAGATE |= secret
+
+
 def run_generation(
     trials: list[dict[str, Any]], cfg: SweepConfig, up: Upstream, out: str, generation: int
 ) -> list[dict[str, Any]]:
@@ -332,7 +354,8 @@ def run_generation(
                 name=name, storage_path=storage.join(storage_path, "tune"), verbose=1
             ),
         )
-    grid = tuner.fit()
+    with _credentials_not_in_runtime_env():
+        grid = tuner.fit()
     rows = []
     for result in grid:
         params = result.config["params"]

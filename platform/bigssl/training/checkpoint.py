@@ -150,6 +150,18 @@ WORDS_FILE = "words.txt"  # a fine-tuned model's training vocabulary (decode.lex
 COMMITTED = "COMMITTED"  # written by the driver once Ray Train has registered the checkpoint
 
 
+def registered_uri(run_dir: str, checkpoint: Any) -> str | None:
+    """The URI of a Ray Train ``Checkpoint`` of the run in ``run_dir`` (None for None).
+
+    ``Checkpoint.path`` is a path inside its ``filesystem``: on S3 ``bucket/prefix/...``
+    with the scheme dropped, which read later as a local, relative path (a sweep trial
+    then looked for its pre-trained encoder inside its Tune working directory).
+    """
+    if checkpoint is None:
+        return None
+    return storage.join(run_dir, str(checkpoint.path).rstrip("/").rsplit("/", 1)[-1])
+
+
 def committed_checkpoints(run_dir: str | Path) -> list[tuple[int, str]]:
     """(step, folder) of every committed checkpoint of a run (local or ``s3://``), oldest first."""
     found = []
