@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo demo-quick test test-unit lint bench clean
+.PHONY: setup demo demo-quick test test-e2e test-unit lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,12 @@ demo-quick: $(STAMP)
 	$(VENV)/bin/bigssl demo --quick --out runs/demo-quick
 
 test: $(STAMP)
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests -m "not e2e"
+
+# The whole recipe against a local S3 server (moto), ~7 min here: kept out of `make test`
+# (CI's 30 min) and run before changes that touch storage, checkpoints or the sweep.
+test-e2e: $(STAMP)
+	$(PY) -m pytest tests -m e2e
 
 test-unit: $(STAMP)
 	$(PY) -m pytest tests/unit

@@ -14,6 +14,7 @@ starts its own local Ray from the environment it is given, which is the user's p
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import shutil
 import subprocess
@@ -260,3 +261,91 @@ def test_checkpoints_are_found_read_and_loaded_from_a_bucket(s3_env, tmp_path):
     for name, value in model.encoder.state_dict().items():
         assert torch.equal(encoder.state_dict()[name], value), name
     assert ckpt.latest_checkpoint(f"{base}/runs/none") is None
+
+
+# The whole recipe against the bucket, in one subprocess with its own local Ray (started
+# from the environment that holds the endpoint and the fake keys; see the module doc):
+# the pipeline (prepare -> split -> featurize -> pretrain -> finetune --init -> evaluate ->
+# label -> student, as a sweep: its ssl+nst trial labels with an s3:// teacher and trains the
+# student), then `finetune --init s3://...` with a worker killed after a checkpoint (resumed
+# from the bucket by Ray Train). Sized for CI: the steps are a handful, not a recipe.
+_RECIPE_ON_S3 = r"""
+import json, sys
+from bigssl import storage
+from bigssl.cli import main
+from bigssl.stages.demo import CONFIGS
+
+base = sys.argv[1]
+out = base + "/demo"
+quick = [
+    "split.fractions=0.5", "grid.nst_budgets=50pct", "split.test_hours=0.01",
+    "pretrain.train.max_steps=6", "finetune.train.max_steps=16", "finetune.train.log_every=8",
+    "student=train.max_steps=8,train.checkpoint_every=8",
+]
+codes = {"pipeline": main(["pipeline", "--tts-hours", "0.08", "--out", out,
+                           "--config", str(CONFIGS / "sweep-demo.yaml"), *quick])}
+cache = out + "/sweep/cache"
+found = {d.rsplit("/", 1)[1].split("-")[0]: d for d in storage.list_dirs(cache)}
+split, features = found["split"], found["featurize"]
+tokenizer = found["tokenizer"] + "/tokenizer.model"
+(pretrained,) = [d for d in storage.list_dirs(cache) if "/pretrain-" in d]
+rows = [storage.read_json(t + "/row.json") for t in storage.list_dirs(out + "/sweep/trials")]
+teacher = next(r["checkpoint"] for r in rows if r["recipe"] == "scratch")
+codes["finetune"] = main([
+    "finetune", "--features", features, "--manifest", split + "/labeled_50pct.parquet",
+    "--tokenizer", tokenizer, "--init", pretrained + "/pretrain", "--out", base + "/ft",
+    "train.max_steps=8", "train.checkpoint_every=4", "train.log_every=4",
+    "train.fault_step=6", "scaling.max_failures=1", "scaling.num_workers=1",
+])
+print("RESULT " + json.dumps({"codes": codes, "split": split, "teacher": teacher}))
+"""
+
+
+@pytest.mark.e2e  # 403 s on 2 cores: `make test-e2e`, not in `make test`
+def test_the_whole_recipe_runs_on_a_bucket_and_resumes_there(s3_env, tmp_path):
+    client, base = s3_env
+    ray_tmp = Path(tempfile.mkdtemp(prefix="bigssl-s3-", dir="/tmp"))
+    cwd = tmp_path / "cwd"  # nothing may land here: every output is under s3://
+    cwd.mkdir()
+    log = tmp_path / "recipe.log"
+    env = {**os.environ, "RAY_TMPDIR": str(ray_tmp), "RAY_DATA_DISABLE_PROGRESS_BARS": "1"}
+    try:
+        with open(log, "wb") as sink:
+            done = subprocess.run(
+                [sys.executable, "-c", _RECIPE_ON_S3, base],
+                env=env,
+                cwd=cwd,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                timeout=900,
+            )
+        text = log.read_text()
+        assert done.returncode == 0, text[-4000:]
+        result = json.loads(text[text.rindex("RESULT ") + len("RESULT ") :].splitlines()[0])
+        assert result["codes"] == {"pipeline": 0, "finetune": 0}, text[-4000:]
+        assert result["teacher"].startswith(f"{base}/demo/sweep/trials/")
+        table = storage.read_parquet(f"{base}/demo/sweep/results.parquet")
+        assert sorted(table.column("recipe").to_pylist()) == ["scratch", "ssl", "ssl+nst"]
+        stages = {s for row in table.column("stages").to_pylist() for s in row}
+        assert stages == {"pretrain", "finetune", "label", "student", "evaluate"}
+        assert all(c.startswith(f"{base}/") for c in table.column("checkpoint").to_pylist())
+        (pretrained,) = [
+            d for d in storage.list_dirs(f"{base}/demo/sweep/cache") if "pretrain-" in d
+        ]
+        assert storage.read_json(f"{pretrained}/CACHED.json")["result"]["checkpoint"].startswith(
+            f"{pretrained}/pretrain/checkpoint_"
+        )  # a URI in the bucket, not the scheme-less path Ray Train reports
+        # The killed worker's run resumed from its checkpoint in the bucket, then finished.
+        ft = f"{base}/ft/finetune"
+        resumed = [u.rsplit("/", 1)[1] for u in storage.list_files(f"{ft}/reads")]
+        assert any(n.startswith("fresh-") for n in resumed), resumed
+        assert any(n.startswith("checkpoint_000000004-") for n in resumed), resumed
+        summary = storage.read_json(f"{ft}/summary.json")
+        assert summary["steps"] == 8, summary
+        assert storage.exists(f"{base}/demo/pipeline.json")
+        assert list(cwd.iterdir()) == []
+        _assert_no_secrets(_all_objects(client))
+        _assert_no_secrets(_local_files(tmp_path))
+        _assert_no_secrets(_local_files(ray_tmp))
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
