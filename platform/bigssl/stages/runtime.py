@@ -23,6 +23,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         return
     address = address or os.environ.get("RAY_ADDRESS") or "local"
     kwargs: dict = {"address": address, "log_to_driver": True}
+    start = contextlib.nullcontext()
     if address == "local":
         # A local Ray gets the machine's cores unless told otherwise, and its dashboard
         # listens on loopback only. The dashboard also serves Ray's state API, which Ray
@@ -36,10 +37,9 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
             dashboard_host=LOOPBACK,
             _node_ip_address=LOOPBACK,
         )
-        with loopback_node():
-            ray.init(**kwargs)
-        return
-    ray.init(**kwargs)
+        start = loopback_node()
+    with start:
+        ray.init(**kwargs)
 
 
 @contextlib.contextmanager
