@@ -5,31 +5,11 @@
 Reads any number of results tables (merged by sweep and trial id).
 """
 
-from __future__ import annotations
-
-import argparse
 import sys
 
-import _common
+from bigssl.cli import main
 
-
-def build_parser() -> argparse.ArgumentParser:
-    p = _common.parser("report", __doc__.split("\n\n")[0])
-    p.add_argument("--results", nargs="+", required=True, help="results.parquet files or folders")
-    _common.add_common(p, strict=False)
-    return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-
-    def work() -> dict:
-        from bigssl.stages import report
-
-        return report.report_main(args.results, args.out)
-
-    return _common.run("report", work, lambda summary: f"{args.out}/summary.json")
-
+COMMAND = "report"  # `bigssl report`: the same flags, overrides and exit codes
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main([COMMAND, *sys.argv[1:]]))

@@ -7,31 +7,11 @@ Runs in the driver process (reading and writing manifests, no Ray tasks); budget
 held-out hours are ``key=value`` settings of ``SplitConfig``.
 """
 
-from __future__ import annotations
-
-import argparse
 import sys
 
-import _common
+from bigssl.cli import main
 
-
-def build_parser() -> argparse.ArgumentParser:
-    p = _common.parser("split", __doc__.split("\n\n")[0])
-    p.add_argument("--manifest", required=True, help="manifest.parquet written by prepare")
-    _common.add_common(p)
-    return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-
-    def work() -> dict:
-        from bigssl.stages import split
-
-        return split.run_split(args.manifest, args.out, args.config, _common.overrides(args))
-
-    return _common.run("split", work, lambda _: f"{args.out}/summary.json")
-
+COMMAND = "split"  # `bigssl split`: the same flags, overrides and exit codes
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main([COMMAND, *sys.argv[1:]]))

@@ -5,33 +5,11 @@
 Runs on the driver (no Ray tasks): the text of even 34 k h fits one process.
 """
 
-from __future__ import annotations
-
-import argparse
 import sys
 
-import _common
+from bigssl.cli import main
 
-
-def build_parser() -> argparse.ArgumentParser:
-    p = _common.parser("tokenizer", __doc__.split("\n\n")[0])
-    p.add_argument("--manifest", required=True, help="labeled manifest (a label budget)")
-    _common.add_common(p, strict=False)
-    return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-
-    def work() -> dict:
-        from bigssl.stages import tokenizer
-
-        return tokenizer.tokenizer_main(
-            args.manifest, args.out, args.config, _common.overrides(args)
-        )
-
-    return _common.run("tokenizer", work, lambda summary: f"{args.out}/summary.json")
-
+COMMAND = "tokenizer"  # `bigssl tokenizer`: the same flags, overrides and exit codes
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main([COMMAND, *sys.argv[1:]]))

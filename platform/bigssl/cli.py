@@ -2,7 +2,13 @@
 
 Every stage takes ``--out DIR`` (a local path or ``s3://...``), ``--config FILE``
 and trailing ``key=value`` overrides of its typed config; explicit flags are
-shorthands for overrides. It leaves ``DIR/summary.json`` and prints one line.
+shorthands for overrides. It leaves ``DIR/summary.json``, prints its one-line summary,
+and last says where the summary is. This is the only front door: each ``jobs/NAME.py``
+(the entrypoints of ``ray job submit``) is ``main(["NAME", *sys.argv[1:]])``.
+
+Ray: ``--address`` (alias ``--ray-address``), else ``$RAY_ADDRESS`` (which ``ray job
+submit`` sets for the driver), else a fresh local Ray; a stage connects only when it
+needs Ray, so a missing input fails in a second, not after a Ray start.
 
 Exit codes: 0 done; 1 nothing usable remained (or anything quarantined under
 ``--strict``); 2 bad config or arguments (the message names the field); 3 missing
@@ -14,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Callable
 
 from bigssl.config import ConfigError
@@ -40,7 +47,11 @@ def _common(parser: argparse.ArgumentParser, out: bool = True, strict: bool = Tr
 
 def _ray(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--ray-address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)"
+        "--address",
+        "--ray-address",
+        dest="ray_address",
+        help="Ray cluster address (default: $RAY_ADDRESS, which `ray job submit` sets; "
+        "else a local Ray)",
     )
 
 
@@ -161,7 +172,10 @@ def _cmd_sweep(args: argparse.Namespace) -> dict:
 def _cmd_report(args: argparse.Namespace) -> dict:
     from bigssl.stages import report
 
-    return report.report_main(args.results, args.out)
+    results = [*args.results, *(args.results_flag or [])]
+    if not results:
+        raise ConfigError("results", "give one or more results.parquet files or folders")
+    return report.report_main(results, args.out)
 
 
 def _cmd_pipeline(args: argparse.Namespace) -> dict:
@@ -242,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("tokenizer", help="train the sentencepiece tokenizer on a split's text")
     p.add_argument("--manifest", required=True, help="a (labeled) manifest, e.g. a label budget")
-    _common(p, strict=False)
+    _common(p)
 
     p = sub.add_parser("finetune", help="CTC fine-tuning on a label budget on Ray Train")
     p.add_argument("--features", help="featurize output folder (or features=DIR)")
@@ -285,7 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p, strict=False)
 
     p = sub.add_parser("report", help="markdown table + WER-vs-labeled-hours plot of results")
-    p.add_argument("results", nargs="+", help="results.parquet files (or folders holding one)")
+    p.add_argument("results", nargs="*", help="results.parquet files (or folders holding one)")
+    p.add_argument("--results", dest="results_flag", nargs="+", help="the same, as a flag")
     p.add_argument("--out", required=True, help="output folder: local path or s3://bucket/prefix")
 
     p = sub.add_parser("pipeline", help="prepare a corpus, then sweep it (the whole recipe)")
@@ -324,10 +339,20 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], dict]] = {
 }
 
 
+def _summary_at(args: argparse.Namespace, summary: dict) -> str:
+    """Where the command's summary.json is: a training run's own folder, else under --out."""
+    if isinstance(summary, dict) and summary.get("run_dir"):
+        return f"{summary['run_dir']}/summary.json"
+    if args.command in ("pipeline", "demo"):
+        return f"{args.out}/sweep/summary.json"
+    return f"{args.out}/summary.json"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    start = time.perf_counter()
     try:
-        COMMANDS[args.command](args)
+        summary = COMMANDS[args.command](args)
     except ConfigError as err:
         print(f"bigssl {args.command}: {err}", file=sys.stderr)
         return 2
@@ -340,6 +365,11 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingFailed as err:
         print(f"bigssl {args.command}: {err}", file=sys.stderr)
         return 4
+    wall = time.perf_counter() - start
+    print(
+        f"bigssl {args.command}: done in {wall:.1f} s; summary at {_summary_at(args, summary)}",
+        flush=True,
+    )
     return 0
 
 

@@ -13,8 +13,8 @@
 from __future__ import annotations
 
 import copy
-import importlib.util
 import re
+import runpy
 import shlex
 import sys
 from pathlib import Path
@@ -156,33 +156,41 @@ def test_raycluster_manifest(raycluster):
         )
 
 
-def _job_module(name: str):
-    sys.path.insert(0, str(REPO / "jobs"))
-    try:
-        spec = importlib.util.spec_from_file_location(f"job_{name}", REPO / "jobs" / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
-    finally:
-        sys.path.remove(str(REPO / "jobs"))
+def _job_argv(job: Path, argv: list[str], monkeypatch) -> list[str]:
+    """Run ``python jobs/NAME.py ARGV`` as ``__main__`` with the CLI's ``main`` recorded, not run:
+    the arguments the job hands to the one front door."""
+    from bigssl import cli
+
+    handed: list[list[str]] = []
+    monkeypatch.setattr(cli, "main", lambda args: handed.append(list(args)) or 0)
+    monkeypatch.setattr(sys, "argv", [str(job), *argv])
+    with pytest.raises(SystemExit) as exit_:
+        runpy.run_path(str(job), run_name="__main__")
+    assert exit_.value.code == 0 and len(handed) == 1, job
+    return handed[0]
 
 
-def _check_entrypoint(command: str) -> None:
-    """``python jobs/NAME.py ...``: the job file exists and its own parser accepts the rest."""
+def _check_entrypoint(command: str, monkeypatch) -> None:
+    """``python jobs/NAME.py ...``: the job file exists, hands ``NAME ...`` to ``bigssl.cli``,
+    and the CLI's parser accepts it."""
+    from bigssl import cli
+
     words = shlex.split(command)
     assert words[0] == "python" and words[1].startswith("jobs/"), command
     job = REPO / words[1]
     assert job.is_file(), command
-    args = _job_module(job.stem).build_parser().parse_args(words[2:])
-    assert args.out
+    argv = _job_argv(job, words[2:], monkeypatch)
+    assert argv == [job.stem, *words[2:]]
+    args = cli.build_parser().parse_args(argv)
+    assert args.command == job.stem and args.out
 
 
-def test_rayjob_manifest(rayjob):
+def test_rayjob_manifest(rayjob, monkeypatch):
     assert rayjob["apiVersion"] == "ray.io/v1"
     assert rayjob["kind"] == "RayJob"
     assert rayjob["metadata"]["name"]
     spec = rayjob["spec"]
-    _check_entrypoint(spec["entrypoint"])
+    _check_entrypoint(spec["entrypoint"], monkeypatch)
     assert "rayClusterSpec" in spec or "clusterSelector" in spec
     if "rayClusterSpec" in spec:
         _check_cluster_spec(spec["rayClusterSpec"])
@@ -224,14 +232,22 @@ def test_runtime_env_is_valid_for_ray():
         "python jobs/pipeline.py --tts-hours 10 --config configs/sweep-demo.yaml --out s3://b/x",
     ],
 )
-def test_documented_job_command_lines_parse(command):
-    _check_entrypoint(command)
+def test_documented_job_command_lines_parse(command, monkeypatch):
+    _check_entrypoint(command, monkeypatch)
 
 
-def test_every_stage_has_a_job():
-    stages = {"prepare", "split", "featurize", "pretrain", "tokenizer", "finetune", "evaluate"}
-    stages |= {"label", "student", "sweep", "report", "pipeline"}
-    assert stages <= {p.stem for p in (REPO / "jobs").glob("*.py")}
+def test_every_cli_command_but_demo_is_a_job_and_nothing_else_is():
+    from bigssl import cli
+
+    assert {p.stem for p in (REPO / "jobs").glob("*.py")} == set(cli.COMMANDS) - {"demo"}
+
+
+@pytest.mark.parametrize("job", sorted((REPO / "jobs").glob("*.py")), ids=lambda p: p.stem)
+def test_a_job_parses_nothing_itself(job, monkeypatch):
+    """One front door: whatever a job is given, the CLI gets it unchanged (its parser, its
+    overrides, its exit codes), so the two cannot drift."""
+    argv = ["--out", "s3://b/x", "--no-such-flag", "a.b=1"]
+    assert _job_argv(job, argv, monkeypatch) == [job.stem, *argv]
 
 
 @pytest.mark.parametrize(
@@ -269,3 +285,14 @@ def test_init_ray_picks_the_cluster_and_a_local_dashboard_on_loopback(
     else:
         assert "dashboard_host" not in kwargs and "include_dashboard" not in kwargs
         assert "num_cpus" not in kwargs and "_node_ip_address" not in kwargs
+
+
+def test_report_takes_its_results_as_a_flag_or_positional_and_needs_some(tmp_path, capsys):
+    from bigssl import cli
+
+    parser = cli.build_parser()
+    flag = parser.parse_args(["report", "--results", "a.parquet", "b", "--out", "o"])
+    positional = parser.parse_args(["report", "a.parquet", "b", "--out", "o"])
+    assert [*flag.results, *flag.results_flag] == [*positional.results] == ["a.parquet", "b"]
+    assert cli.main(["report", "--out", str(tmp_path / "r")]) == 2  # a bad argument, named
+    assert "results" in capsys.readouterr().err
