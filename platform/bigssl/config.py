@@ -1,6 +1,6 @@
 """Typed configs: dataclasses that reject unknown keys and name the bad field.
 
-Design decisions (see ../shared/STYLE.md):
+Design decisions (see docs/DESIGN.md, "Configs"):
 - A config is a plain ``@dataclass`` subclassing :class:`Config`; each field has a
   default and a one-line docstring-comment next to it. Nested configs are fields
   whose type is another ``Config``.

@@ -1,8 +1,9 @@
 """Load the versioned Arrow schemas in ``schemas/`` and validate tables against them.
 
-The JSON files in the repository's ``schemas/`` folder are the source of truth, so
-anyone can read them without the project installed. ``BIGSSL_SCHEMAS_DIR``
-overrides where they are looked up (for installs outside the repository).
+The JSON files are the source of truth, so anyone can read them without the project
+installed. They ship as package data in ``bigssl/schemas/`` (the repository's
+top-level ``schemas/`` is a symlink to it), so a wheel install finds them as an
+editable one does. ``BIGSSL_SCHEMAS_DIR`` overrides where they are looked up.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import functools
 import json
 import os
 import re
+from importlib import resources
 from pathlib import Path
 
 import pyarrow as pa
@@ -32,8 +34,11 @@ class SchemaError(ValueError):
 
 
 def schemas_dir() -> Path:
+    """``$BIGSSL_SCHEMAS_DIR``, else the package's ``schemas/`` folder."""
     env = os.environ.get("BIGSSL_SCHEMAS_DIR")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "schemas"
+    # bigssl installs as files (a wheel or an editable path), never zipped, so the
+    # package's resource folder is a real directory and Path() of it is exact.
+    return Path(env) if env else Path(str(resources.files("bigssl") / "schemas"))
 
 
 def _split_top_level(text: str) -> list[str]:

@@ -1,8 +1,8 @@
 """Webdataset shards: writing (webdataset's TarWriter) and tolerant streaming reads.
 
-Contract (../shared/DESIGN.md): one sample per utterance, ``__key__`` = utterance
-id, ``flac`` = original audio, ``json`` = {id, duration_s, sample_rate, speaker,
-source, split}, ``txt`` only when labeled.
+Contract (docs/DESIGN.md, "Shards and manifests"): one sample per utterance,
+``__key__`` = utterance id, ``flac`` = original audio, ``json`` = {id, duration_s,
+sample_rate, speaker, source, split}, ``txt`` only when labeled.
 
 Why a reader of our own instead of webdataset's or Ray's ``read_webdataset``: both
 raise on a truncated or corrupt tar and lose the whole shard. Here a damaged tar

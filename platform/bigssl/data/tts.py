@@ -18,7 +18,7 @@ Design decisions:
   libc ``rand()``, which is process-global: seeding it and synthesizing must be one
   atomic step if threads share the process. ``os.register_at_fork`` gives a forked
   child a fresh lock in case the fork happened while a thread held it.
-- **Native 22050 Hz kept.** Shards keep each corpus's original rate (DESIGN.md);
+- **Native 22050 Hz kept.** Shards keep each corpus's original rate (docs/DESIGN.md);
   resampling here would bake one consumer's rate into the corpus and cost time.
 - **Determinism.** Everything about utterance ``i`` (text, voice, rate, pitch, noise,
   espeak's own random seed) is drawn from a generator seeded by ``(seed, i)``, and the

@@ -13,13 +13,16 @@ table -> report. It ends by printing the table and the paths of the report and p
 from __future__ import annotations
 
 import time
+from importlib import resources
 from pathlib import Path
 
 from bigssl import storage
 from bigssl.stages.prepare import prepare_dir, prepare_librispeech, prepare_tts
 from bigssl.stages.sweep import SweepConfig, print_report, run_sweep
 
-CONFIGS = Path(__file__).resolve().parents[3] / "configs"
+# The shipped recipes are package data (the repository's top-level configs/ links here),
+# so the demo runs from a wheel install as from a clone.
+CONFIGS = Path(str(resources.files("bigssl") / "configs"))
 DEMO_HOURS = {"full": 1.5, "quick": 0.12}
 # Toy scale: one budget (half the pool, so the other half is there to pseudo-label),
 # scratch / ssl / ssl+nst on it, a few dozen steps: enough for a teacher that emits text.
