@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -11,7 +12,36 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 @pytest.fixture(scope="session")
-def ray_session():
+def fault_file(tmp_path_factory) -> Path:
+    """The file the training loop's test hook reads (``bigssl.stages.trainer.TEST_FAULT_FILE``),
+    named in the environment before the session's Ray starts: its processes, and every
+    ``bigssl`` subprocess a test starts, inherit the name; only the content changes per test.
+    One per session (pytest's per-session temp folder): sessions running side by side never
+    read each other's."""
+    from bigssl.stages.trainer import TEST_FAULT_FILE
+
+    path = tmp_path_factory.getbasetemp() / "test-fault.json"
+    os.environ[TEST_FAULT_FILE] = str(path)
+    return path
+
+
+@pytest.fixture
+def kill_worker(fault_file):
+    """``kill_worker(run_dir, step, rank=0, at="step")``: the training run in ``run_dir``
+    SIGKILLs worker ``rank`` at ``step`` in its first attempt ("report": right after that
+    rank's report of the step's checkpoint returns). Fault injection lives here, not in the
+    users' configs."""
+
+    def kill(run_dir: str | Path, step: int, rank: int = 0, at: str = "step") -> None:
+        spec = {"run_dir": str(run_dir), "step": step, "rank": rank, "at": at}
+        fault_file.write_text(json.dumps(spec))
+
+    yield kill
+    fault_file.unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="session")
+def ray_session(fault_file):
     """A local Ray with 2 CPUs owned by this test session; only it is stopped afterwards."""
     import ray
 

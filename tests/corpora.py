@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import tarfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,8 @@ def write_audio(
     path: Path, seconds: float, rate: int = 16000, channels: int = 1, fmt: str = "FLAC"
 ) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    samples = tone(seconds, rate, seed=hash(path.name) % 1000)
+    # crc32, not hash(): str hashes are salted per process, so the audio would differ per run.
+    samples = tone(seconds, rate, seed=zlib.crc32(path.name.encode()) % 1000)
     if channels > 1:
         samples = np.stack([samples] * channels, axis=1)
     sf.write(path, samples, rate, format=fmt)

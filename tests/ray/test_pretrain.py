@@ -87,15 +87,14 @@ def test_loss_falls_under_each_strategy(tts_features, tmp_path, strategy, object
 
 
 def test_killed_worker_resumes_from_checkpoint_without_rereading_consumed_shards(
-    tts_features, tmp_path
+    tts_features, tmp_path, kill_worker
 ):
+    kill_worker(tmp_path / "faulty", step=5, rank=1)
     cfg, summary, metrics = pretrain(
         tts_features,
         tmp_path,
         "train.max_steps=9",
         "train.checkpoint_every=3",
-        "train.fault_step=5",
-        "train.fault_rank=1",
         "scaling.max_failures=1",
         "scaling.strategy=fsdp",
         "model.objective=wav2vec2",
@@ -108,20 +107,19 @@ def test_killed_worker_resumes_from_checkpoint_without_rereading_consumed_shards
     perplexity = [r["code_perplexity"] for r in metrics]
     assert min(perplexity) > 10.0 and min(perplexity[3:]) > 20.0, perplexity
     assert all(math.isfinite(r["loss"]) and r["audio_hours_per_s"] > 0 for r in metrics)
-    assert [r["step"] for r in metrics] == list(
-        range(1, 10)
-    )  # each step once, none replayed from 0
-    resumed = sorted((run / "reads").glob("checkpoint_000000003-*.json"))
-    assert resumed, sorted(p.name for p in (run / "reads").iterdir())  # the restart began at step 3
-    state = json.loads((run / "checkpoint_000000003" / "train_state.json").read_text())
-    consumed, epoch = set(state["position"]["consumed"]), state["position"]["epoch"]
-    assert consumed
-    reread = set()
-    for f in resumed:
-        record = json.loads(f.read_text())
-        if record["epoch"] == epoch:
-            reread |= set(record["shards"]) & consumed
-    assert not reread, reread
+    assert [r["step"] for r in metrics] == list(range(1, 10))  # each step once, none replayed
+    # Steps 1-3 are the first attempt's; the restart (rank 1 died at step 5) restored step 3.
+    assert [r["resumed_from_step"] for r in metrics] == [0] * 3 + [3] * 6, metrics
+    position = json.loads((run / "checkpoint_000000003" / "train_state.json").read_text())[
+        "position"
+    ]
+    assert position["consumed"]
+    assert metrics[3]["epoch"] >= position["epoch"]
+    # What the restart was given again and skipped: at most checkpoint 3's trained rows of
+    # its partial shards (fewer when the other worker's end of epoch cut a rank's stream
+    # short), never a consumed shard's rows.
+    partial_rows = sum(len(ids) for ids in position["partial"].values())
+    assert metrics[-1]["skipped_rows"] <= partial_rows, (metrics[-1], position)
     # The final checkpoint loads into a fresh single-process model for export.
     final = run / "checkpoint_000000009"
     assert read_meta(final)["step"] == 9
@@ -132,7 +130,7 @@ def test_killed_worker_resumes_from_checkpoint_without_rereading_consumed_shards
 
 
 def test_a_kill_before_registration_resumes_where_ray_train_restores_on_fewer_workers(
-    tts_features, tmp_path
+    tts_features, tmp_path, kill_worker
 ):
     """Rank 1 dies right after its report of checkpoint 4 returns, before the controller
     collects it: Ray Train never registers 4, though rank 0's files are there. The re-run,
@@ -148,9 +146,9 @@ def test_a_kill_before_registration_resumes_where_ray_train_restores_on_fewer_wo
         "scaling.strategy=fsdp",
         "run_name=race",
     ]
-    fault = ["train.fault_step=4", "train.fault_at=report", "train.fault_rank=1"]
+    kill_worker(tmp_path / "race", step=4, rank=1, at="report")
     with pytest.raises(TrainingFailed):
-        pretrain(tts_features, tmp_path, *args, *fault)
+        pretrain(tts_features, tmp_path, *args)
     run = tmp_path / "race"
     assert (run / "checkpoint_000000004").is_dir()  # uploaded by at least one rank
     committed = sorted(p.parent.name for p in run.glob("checkpoint_*/COMMITTED"))
@@ -158,22 +156,24 @@ def test_a_kill_before_registration_resumes_where_ray_train_restores_on_fewer_wo
     one_worker = ["scaling.num_workers=1", "scaling.cpus_per_worker=1"]
     _, summary, metrics = pretrain(tts_features, tmp_path, *args, *one_worker)
     assert summary.extra["steps"] == 12 and metrics[-1]["step"] == 12
-    resumed = sorted((run / "reads").glob("checkpoint_*-rank0.json"))
-    restored = {p.name.split("-epoch")[0] for p in resumed}
-    assert restored == {committed[-1]}, (restored, committed)  # what Ray Train restored
+    restored = int(committed[-1].rsplit("_", 1)[1])  # what Ray Train restores
+    assert [r["resumed_from_step"] for r in metrics] == [0] * restored + [restored] * (
+        12 - restored
+    ), metrics
     state = json.loads((run / committed[-1] / "train_state.json").read_text())["position"]
     consumed, epoch = set(state["consumed"]), state["epoch"]
-    shards = {p.stem for p in (Path(tts_features) / "features").glob("*.parquet")}
-    assert consumed and consumed < shards  # the restored epoch was under way
-    read, later = set(), set()
-    for f in resumed:
-        record = json.loads(f.read_text())
-        if record["epoch"] == epoch:
-            read |= set(record["shards"])
-        later |= {record["epoch"]} - {epoch}
-    assert later, "the resumed run did not finish the interrupted epoch"
-    assert not read & consumed, read & consumed
-    assert read >= shards - consumed, (shards - consumed) - read
+    files = sorted((Path(tts_features) / "features").glob("*.parquet"))
+    assert consumed and consumed < {f.stem for f in files}  # the restored epoch was under way
+    resumed = [r for r in metrics if r["step"] > restored]
+    assert resumed[-1]["epoch"] > epoch, "the resumed run did not finish the interrupted epoch"
+    # No shard left unread is skipped: the interrupted epoch ends with every row trained
+    # (the restored ones included; one worker, so no other worker's end cuts it short).
+    (end_of_epoch, *_) = [r for r in reversed(resumed) if r["epoch"] == epoch]
+    assert end_of_epoch["epoch_rows"] == sum(pq.read_metadata(f).num_rows for f in files)
+    # No consumed shard is read again: the one worker was given again exactly the restored
+    # rows of the partial shards, and skipped them.
+    partial_rows = sum(len(ids) for ids in state["partial"].values())
+    assert resumed[-1]["skipped_rows"] == partial_rows, (resumed[-1], state)
 
 
 def test_held_out_loss_is_scored_and_retention_keeps_the_best_and_the_newest(
@@ -212,13 +212,14 @@ def test_held_out_loss_is_scored_and_retention_keeps_the_best_and_the_newest(
 
 
 def test_a_killed_worker_without_restarts_is_one_line_naming_the_checkpoint_to_resume(
-    tts_features, tmp_path, capsys
+    tts_features, tmp_path, capsys, kill_worker
 ):
     from bigssl.cli import main
 
     args = ["pretrain", "--features", tts_features, "--out", str(tmp_path), *BASE]
     args += ["train.max_steps=6", "train.checkpoint_every=2", "run_name=killed"]
-    assert main([*args, "train.fault_step=5", "train.fault_rank=1"]) == 4
+    kill_worker(tmp_path / "killed", step=5, rank=1)
+    assert main(args) == 4
     err = capsys.readouterr().err.strip()
     assert "Traceback" not in err and len(err.splitlines()) == 1, err
     assert "training run 'killed' failed (rank 1:" in err, err
@@ -228,5 +229,8 @@ def test_a_killed_worker_without_restarts_is_one_line_naming_the_checkpoint_to_r
     assert main(args) == 0
     summary = json.loads((tmp_path / "killed" / "summary.json").read_text())
     assert summary["steps"] == 6
-    steps = pq.read_table(tmp_path / "killed" / "metrics.parquet").column("step").to_pylist()
+    metrics = pq.read_table(tmp_path / "killed" / "metrics.parquet").to_pylist()
+    steps = [r["step"] for r in metrics]
     assert steps[-1] == 6 and len(steps) == len(set(steps))
+    named = int(resumed_from.rsplit("_", 1)[1])  # the run restored what the line named
+    assert {r["resumed_from_step"] for r in metrics if r["step"] > named} == {named}

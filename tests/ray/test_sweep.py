@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import subprocess
@@ -45,7 +46,19 @@ def _sweep_cli(corpus: Path, out: Path) -> subprocess.Popen:
     )
 
 
-def test_interrupted_sweep_resumes_only_the_missing_trial(ray_session, tmp_path):
+def _snapshot(folder: Path) -> dict[str, tuple[int, str]]:
+    """Every file under ``folder``: (mtime in ns, content hash), by relative path."""
+    return {
+        str(f.relative_to(folder)): (
+            f.stat().st_mtime_ns,
+            hashlib.sha256(f.read_bytes()).hexdigest(),
+        )
+        for f in sorted(folder.rglob("*"))
+        if f.is_file()
+    }
+
+
+def test_interrupted_sweep_resumes_only_the_missing_trial(ray_session, tmp_path, capsys):
     corpus, out = tmp_path / "corpus", tmp_path / "sweep"
     prepare_tts(str(corpus), None, ["tts.hours=0.05", "tts.seed=2", "utterances_per_shard=30"])
     proc = _sweep_cli(corpus, out)
@@ -64,6 +77,11 @@ def test_interrupted_sweep_resumes_only_the_missing_trial(ray_session, tmp_path)
     first_state = (first.stat().st_mtime_ns, first.read_bytes())
     first_metrics = first.parent / "finetune" / "metrics.parquet"
     metrics_mtime = first_metrics.stat().st_mtime_ns
+    # The killed run made the upstream (split, features, tokenizer) before its first trial.
+    entries = sorted(p.name for p in (out / "cache").iterdir())
+    assert {e.split("-")[0] for e in entries} == {"split", "featurize", "tokenizer"}, entries
+    upstream = _snapshot(out / "cache")
+    capsys.readouterr()
 
     cfg = SweepConfig.load(ROOT / "configs" / "sweep-demo.yaml", [*GRID, f"corpus={corpus}"])
     summary = run_sweep(cfg, str(out))
@@ -81,7 +99,15 @@ def test_interrupted_sweep_resumes_only_the_missing_trial(ray_session, tmp_path)
     assert all(s > 0 for s in table.column("labeled_hours").to_pylist())
     assert table.column("steps").to_pylist() == [8, 8]
     assert summary.used == 2 and summary.quarantined == 0
-    # Upstream artifacts were made once, by the killed run, and reused.
-    cache = {p.name.split("-")[0] for p in (out / "cache").iterdir()}
-    assert cache == {"split", "featurize", "tokenizer"}
+    # Upstream artifacts were made once, by the killed run, and reused: the resumed sweep
+    # said so for each, wrote no file into them and made no new entry, and its trials
+    # read them there.
+    printed = capsys.readouterr().out
+    for stage in ("split", "featurize", "tokenizer"):
+        assert f"-- {stage}: reusing {out / 'cache' / stage}-" in printed, printed
+    assert sorted(p.name for p in (out / "cache").iterdir()) == entries
+    assert _snapshot(out / "cache") == upstream
+    used = summary.extra["upstream"]
+    for name in ("splits", "features", "tokenizer"):
+        assert Path(used[name]).is_relative_to(out / "cache"), used
     assert (out / "report" / "wer_vs_hours.png").stat().st_size > 0

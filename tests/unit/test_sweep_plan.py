@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from bigssl.config import ConfigError
-from bigssl.stages.sweep import SweepConfig, _finetune_config, plan_trials, trial_id
+from bigssl.stages.sweep import _finetune_config
+from bigssl.stages.sweep_plan import SweepConfig, plan_trials, trial_id
 from bigssl.stages.upstream import Upstream, cached, content_key
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -98,13 +99,13 @@ def test_content_cache_produces_once_and_keys_follow_content(tmp_path, monkeypat
 
 def test_quick_demo_cuts_the_student_and_keeps_its_recipe():
     from bigssl.stages.demo import QUICK_STUDENT_STEPS, quick_overrides
-    from bigssl.stages.sweep import _student_finetune
+    from bigssl.stages.sweep_plan import student_finetune
 
     path = CONFIGS / "sweep-demo.yaml"
     full = SweepConfig.load(path)
     quick = SweepConfig.load(path, quick_overrides(path))
-    f = _student_finetune(full.finetune, full.student)
-    q = _student_finetune(quick.finetune, quick.student)
+    f = student_finetune(full.finetune, full.student)
+    q = student_finetune(quick.finetune, quick.student)
     assert q.train.max_steps == q.train.checkpoint_every == QUICK_STUDENT_STEPS
     assert f.train.max_steps > q.train.max_steps and quick.finetune.train.max_steps == 60
     same = ("pseudo_ratio", "head_lr", "head_warmup_steps")

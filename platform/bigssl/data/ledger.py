@@ -1,4 +1,17 @@
-"""Pseudo-label filtering: which teacher hypotheses a student may learn from (no Ray).
+"""The pseudo-label ledger: which teacher hypotheses a student may learn from, and where
+they are kept (no Ray).
+
+Layout, one partition per (teacher, generation), so a different teacher or a later
+generation writes beside, never over::
+
+    OUT/teacher=T/generation=G/raw/SHARD.parquet       every hypothesis + per-rule verdict
+    OUT/teacher=T/generation=G/ledger/SHARD.parquet    final kept/reason (schema pseudo_labels)
+    OUT/teacher=T/generation=G/done/SHARD.json         completion marker, written last
+    OUT/teacher=T/generation=G/quarantine/SHARD.parquet
+
+(``done/`` and ``quarantine/`` are written by the inference actor pool,
+:mod:`bigssl.stages.inference`, as for every shard it runs.) The run-wide pass
+(:func:`finalize`) is recomputed from ``raw/`` each time, so it is idempotent.
 
 Two passes, so the ledger keeps every hypothesis and says why one was dropped:
 1. per utterance, while labeling (:func:`rule_reason`): blank-only output, token
@@ -16,7 +29,9 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
+import pyarrow as pa
 
+from bigssl import schemas, storage
 from bigssl.config import Config, check
 from bigssl.decoding.ctc import repetition_ratio
 
@@ -85,3 +100,52 @@ def decide(rows: list[dict[str, Any]], cfg: FilterConfig, cutoff: float) -> list
             reason = f"below the top {cfg.keep_top_fraction:g} by {cfg.score} (cutoff {cutoff:.3f})"
         out.append({**row, "kept": reason is None, "reason": reason})
     return out
+
+
+# --- storage layout ---------------------------------------------------------------------
+
+
+def partition(out: str, teacher: str, generation: int) -> str:
+    """The folder of one (teacher, generation) under a labeling output."""
+    return storage.join(out, f"teacher={teacher}", f"generation={generation}")
+
+
+def _table(rows: list[dict[str, Any]], schema: pa.Schema | None = None) -> pa.Table:
+    if not rows:
+        return schemas.empty("pseudo_labels")
+    return schemas.validate(pa.Table.from_pylist(rows, schema=schema), "pseudo_labels")
+
+
+def write_raw(part: str, stem: str, rows: list[dict[str, Any]]) -> None:
+    """One shard's hypotheses with their per-rule verdict (``raw/``)."""
+    storage.write_parquet(_table(rows), storage.join(part, "raw", f"{stem}.parquet"))
+
+
+def finalize(part: str, stems: list[str], cfg: FilterConfig) -> dict[str, Any]:
+    """Apply the run-wide top-fraction filter: raw/ -> ledger/ (idempotent)."""
+    raw = {s: storage.read_parquet(storage.join(part, "raw", f"{s}.parquet")) for s in stems}
+    passing = [
+        t.filter(t.column("kept")).column(cfg.score).to_numpy(zero_copy_only=False)
+        for t in raw.values()
+    ]
+    cutoff = top_fraction_cutoff(
+        np.concatenate(passing) if passing else np.array([]), cfg.keep_top_fraction
+    )
+    kept = total = 0
+    for stem, table in raw.items():
+        rows = decide(table.to_pylist(), cfg, cutoff)
+        kept += sum(r["kept"] for r in rows)
+        total += len(rows)
+        storage.write_parquet(
+            _table(rows, table.schema), storage.join(part, "ledger", f"{stem}.parquet")
+        )
+    return {"kept": kept, "labeled": total, "cutoff": None if np.isinf(cutoff) else cutoff}
+
+
+def read_ledger(part: str, kept_only: bool = False) -> pa.Table:
+    """A partition's final ledger (``ledger/``), every shard's rows together."""
+    files = storage.list_files(storage.join(part, "ledger"), ".parquet")
+    if not files:
+        raise FileNotFoundError(f"no ledger under {part}/ledger (run bigssl label)")
+    table = pa.concat_tables([storage.read_parquet(f) for f in files])
+    return table.filter(table.column("kept")) if kept_only else table

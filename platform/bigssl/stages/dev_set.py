@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow.compute as pc
-import ray.train
 import torch
 import torch.distributed as dist
 
@@ -70,6 +69,8 @@ class DevSet:
 
     def score(self, stepper: Stepper) -> dict[str, float]:
         if self.batches is None:
+            import ray.train
+
             rows = list(ray.train.get_dataset_shard("dev").iter_rows())
             self.batches = dev_batches(rows, self.max_frames, self.prepare)
         own = most = len(self.batches)

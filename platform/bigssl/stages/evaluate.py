@@ -23,9 +23,9 @@ from bigssl.data.features import shard_stem
 from bigssl.data.quarantine import Quarantine
 from bigssl.decoding.recognizer import DecodeConfig, Recognizer
 from bigssl.eval.wer import aggregate, utterance_errors
-from bigssl.stages.finetune import resolve_checkpoint
 from bigssl.stages.inference import PoolConfig, manifest_work, run_on_shards
 from bigssl.summary import StageSummary
+from bigssl.training import checkpoint as ckpt
 
 
 @dataclass
@@ -89,7 +89,7 @@ def run_evaluate(
 ) -> StageSummary:
     if not storage.exists(manifest):
         raise FileNotFoundError(manifest)
-    checkpoint = resolve_checkpoint(checkpoint)
+    checkpoint = ckpt.resolve_checkpoint(checkpoint)
     start = time.perf_counter()
     work = manifest_work(manifest)
     markers = run_on_shards(work, checkpoint, cfg.decode, cfg.pool, out, evaluate, ray_address)

@@ -6,7 +6,7 @@ independent, so throughput scales with cores. ``override_num_blocks`` makes one
 block per shard; without it Ray packed a few shards into one read task and ran
 them serially. Why tasks, not an actor pool: task workers stay warm
 across runs (an actor pool pays ~2.8 s of torch import per run on 2 cores), and
-with Ray Data's per-operator reservation off (see ``_no_op_reservation``) launches
+with Ray Data's per-operator reservation off (``runtime.no_op_reservation``) launches
 are not throttled. What remains is the executor's polling: it checks its tasks every
 0.1 s. Tasks yield their row first (``_featurize_batch``), so a core idles ~0.05 s
 between shards rather than ~0.17 s, plus ~1 s before the second task starts (Ray
@@ -16,13 +16,11 @@ of work, as ``bigssl prepare``'s 500 utterances do (~1.5 s per core here).
 
 from __future__ import annotations
 
-import contextlib
 import functools
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import ray
 
 from bigssl import storage
 from bigssl.config import ConfigError
@@ -33,8 +31,11 @@ from bigssl.data.features import (
     drop_cross_shard_duplicates,
     featurize_shard,
 )
-from bigssl.stages.runtime import init_ray
+from bigssl.stages.runtime import init_ray, no_op_reservation, one_row_blocks
 from bigssl.summary import StageSummary
+
+if TYPE_CHECKING:
+    import ray.data
 
 
 def list_shards(shards: str) -> list[str]:
@@ -55,7 +56,7 @@ def _featurize_batch(
     Ray Data's executor polls its tasks every 0.1 s. A task that yields its only row
     when it ends needs two polls (the row, then the end of its output stream) before
     the next shard is launched: ~0.17 s of idle core per shard. Yielding first, with
-    one-row blocks (see ``_one_row_blocks``), leaves one poll: ~0.05 s. The rows carry
+    one-row blocks (``runtime.one_row_blocks``), leaves one poll: ~0.05 s. The rows carry
     nothing the stage reads; a failure after the yield still fails the task.
     """
     import torch
@@ -64,36 +65,6 @@ def _featurize_batch(
     for shard in batch["shard"]:
         yield {"shard": [shard]}
         featurize_shard(shard, out, cfg)
-
-
-@contextlib.contextmanager
-def _no_op_reservation() -> Iterator[None]:
-    """Ray Data reserves part of the CPUs per operator; with a one-operator plan that
-    only throttled launches (each next task started later after the last ended; the
-    ~1 s late second task that remains is Ray Data's asynchronous CPU count). Safe here: a single map over in-memory items
-    cannot starve another operator. Restored afterwards for the caller's pipelines."""
-    ctx = ray.data.DataContext.get_current()
-    previous = ctx.op_resource_reservation_enabled
-    ctx.op_resource_reservation_enabled = False
-    try:
-        yield
-    finally:
-        ctx.op_resource_reservation_enabled = previous
-
-
-@contextlib.contextmanager
-def _one_row_blocks() -> Iterator[None]:
-    """Each row a task yields becomes a block at once (``target_max_block_size`` of 1
-    byte) instead of being buffered to the task's end: see ``_featurize_batch``. The
-    featurize map's rows are a shard URI each, so there is nothing to batch. Restored
-    afterwards for the caller's pipelines."""
-    ctx = ray.data.DataContext.get_current()
-    previous = ctx.target_max_block_size
-    ctx.target_max_block_size = 1
-    try:
-        yield
-    finally:
-        ctx.target_max_block_size = previous
 
 
 # Settings that change what is written; the others (strict, CPUs per task, row-group
@@ -135,8 +106,10 @@ def run_featurize(
     storage.write_json(config_uri, cfg.to_dict())
     todo = [s for s in shard_uris if not storage.exists(done_marker(out, s))]
     if todo:
+        import ray.data
+
         init_ray(ray_address)
-        with _no_op_reservation(), _one_row_blocks():
+        with no_op_reservation(), one_row_blocks():
             ds = ray.data.from_items([{"shard": s} for s in todo], override_num_blocks=len(todo))
             ds = ds.map_batches(
                 functools.partial(_featurize_batch, out=out, cfg=cfg),
@@ -171,6 +144,8 @@ def feature_dataset(features: str) -> ray.data.Dataset:
     ) or storage.list_files(features, ".parquet")
     if not files:
         raise FileNotFoundError(f"no feature parquet in {features}")
+    import ray.data
+
     return ray.data.read_parquet(files, override_num_blocks=len(files))
 
 

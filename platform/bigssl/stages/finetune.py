@@ -23,21 +23,20 @@ Design decisions:
   ``select.metric``, may stop early, and ends by writing ``RUN/final``: the average
   of the k best (or the best one, when the average scores worse on dev), which
   ``init=``, ``bigssl evaluate`` and ``bigssl label`` take for the run folder.
+- Ray Train is imported where it runs (the driver's ``fit``, the workers' loop), so the
+  config loads without Ray: a sweep plans its trials from it (tests/unit).
 """
 
 from __future__ import annotations
 
 import random
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import ray.train
 import torch
-import torch.distributed.checkpoint as dcp
 
 from bigssl import storage
 from bigssl.audio.features import FbankConfig
@@ -61,9 +60,8 @@ from bigssl.stages.labeled_rows import (
     training_transcripts,
     vocabulary,
 )
-from bigssl.stages.launch import fit
 from bigssl.stages.runtime import init_ray
-from bigssl.stages.trainer import LoopConfig, ScalingSettings, _Run, worker_loop
+from bigssl.stages.trainer import LoopConfig, ScalingSettings
 from bigssl.stages.training_data import (
     feature_rows,
     steps_per_epoch,
@@ -136,38 +134,13 @@ class FinetuneConfig(Config):
         return cls.from_dict(expand_preset(load_dict(path, overrides)))
 
 
-def resolve_checkpoint(uri: str) -> str:
-    """A checkpoint folder, or a run folder's selected model (``final``) or else its newest
-    committed checkpoint (absolute: Ray workers run in folders of their own)."""
-    uri = storage.absolute(uri)
-    if storage.exists(storage.join(uri, "meta.json")):
-        return uri
-    if storage.exists(storage.join(uri, select.FINAL, "meta.json")):
-        return storage.join(uri, select.FINAL)
-    latest = ckpt.latest_checkpoint(uri)
-    if latest is None:
-        raise FileNotFoundError(f"no checkpoint (meta.json) at {uri}, nor a committed one under it")
-    return str(latest)
-
-
 def init_encoder_config(init: str) -> ConformerConfig:
-    meta = ckpt.read_meta(resolve_checkpoint(init))
+    meta = ckpt.read_meta(ckpt.resolve_checkpoint(init))
     model = meta["config"].get("model", {})
     encoder = model.get("encoder", meta["config"].get("encoder"))
     if encoder is None:
         raise ConfigError("init", f"{init} holds no encoder config in its meta.json")
     return ConformerConfig.from_dict(encoder)
-
-
-def load_encoder_weights(encoder: torch.nn.Module, checkpoint: str) -> None:
-    """Copy the ``encoder.*`` tensors of any checkpoint (pre-training or fine-tuning) into
-    ``encoder``, reading only those keys (DCP loads what the state dict asks for)."""
-    state = {"model": {f"encoder.{k}": v for k, v in encoder.state_dict().items()}}
-    with ckpt.local_copy(checkpoint) as local, warnings.catch_warnings():
-        # "assuming the intent is to load in a single process": yes
-        warnings.simplefilter("ignore", UserWarning)
-        dcp.load(state, checkpoint_id=local, no_dist=True)
-    encoder.load_state_dict({k[len("encoder.") :]: v for k, v in state["model"].items()})
 
 
 def _targets(tokenizer: Tokenizer):
@@ -198,6 +171,10 @@ def _speed_augment(factors: list[float], seed: int):
 
 def _train_worker(config: dict[str, Any]) -> None:
     """Runs on every Ray Train worker."""
+    import ray.train.torch
+
+    from bigssl.stages.trainer import Run, worker_loop
+
     cfg = FinetuneConfig.from_dict(config["cfg"])
     encoder_cfg = ConformerConfig.from_dict(config["encoder"])
     tokenizer = Tokenizer.from_bytes(config["tokenizer_bytes"])
@@ -207,7 +184,7 @@ def _train_worker(config: dict[str, Any]) -> None:
     torch.set_num_threads(cfg.scaling.torch_threads())
     model = build_asr_model(encoder_cfg, tokenizer.vocab_size, cfg.head, cfg.rnnt, cfg.specaugment)
     if config["init_checkpoint"]:
-        load_encoder_weights(model.encoder, config["init_checkpoint"])
+        ckpt.load_encoder_weights(model.encoder, config["init_checkpoint"])
     model = parallelize(model, cfg.scaling.strategy, device)
     encoder_params = [p for p in model.encoder.parameters() if p.requires_grad]
     optimizer = build_optimizer(
@@ -223,7 +200,7 @@ def _train_worker(config: dict[str, Any]) -> None:
         cfg.optim,
         cfg.train.max_steps,
     )
-    run = _Run(
+    run = Run(
         config["run_dir"],
         cfg.train,
         cfg.bucket,
@@ -264,7 +241,7 @@ def run_finetune(cfg: FinetuneConfig, out: str, ray_address: str | None = None) 
         if not getattr(cfg, name):
             raise ConfigError(name, "required (a path or s3:// URI)")
     tokenizer = Tokenizer.load(cfg.tokenizer)
-    init_checkpoint = resolve_checkpoint(cfg.init) if cfg.init else ""
+    init_checkpoint = ckpt.resolve_checkpoint(cfg.init) if cfg.init else ""
     encoder_cfg = init_encoder_config(init_checkpoint) if init_checkpoint else cfg.encoder
     selection, totals, hours = select_rows(
         cfg.features, cfg.manifest, cfg.pseudo_labels, cfg.pseudo_ratio
@@ -291,6 +268,8 @@ def run_finetune(cfg: FinetuneConfig, out: str, ray_address: str | None = None) 
         "labeled_hours": hours,
         "steps_per_epoch": epoch_steps,
     }
+    from bigssl.stages.launch import fit
+
     init_ray(ray_address)
     start = time.perf_counter()
     result = fit(

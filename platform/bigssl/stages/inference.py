@@ -20,15 +20,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
-import ray
 
 from bigssl import storage
 from bigssl.config import Config, check
 from bigssl.data.features import shard_stem
 from bigssl.data.quarantine import Quarantine
 from bigssl.decoding.recognizer import DecodeConfig, Recognizer
-from bigssl.stages.featurize import _no_op_reservation
-from bigssl.stages.runtime import init_ray
+from bigssl.stages.runtime import init_ray, no_op_reservation
 
 
 @dataclass
@@ -139,6 +137,8 @@ def run_on_shards(
         if not is_done(out, shard_stem(uri), checkpoint, decode.to_dict())
     ]
     if todo:
+        import ray.data
+
         init_ray(ray_address)
         gpus = pool.gpus_per_replica
         if gpus < 0:
@@ -157,7 +157,7 @@ def run_on_shards(
             num_cpus=pool.cpus_per_replica,
             num_gpus=gpus,
         )
-        with _no_op_reservation():
+        with no_op_reservation():
             for _ in ds.iter_rows():  # drives the pipeline; results are the done markers
                 pass
     return [storage.read_json(done_path(out, shard_stem(uri))) for uri in sorted(work)]

@@ -5,17 +5,10 @@
 Inference is the actor pool of :mod:`bigssl.stages.inference`: one teacher replica
 per actor (a GPU each where the cluster has them), duration-bucketed batches.
 
-Layout, one partition per (teacher, generation), so a different teacher or a later
-generation writes beside, never over::
-
-    OUT/teacher=T/generation=G/raw/SHARD.parquet       every hypothesis + per-rule verdict
-    OUT/teacher=T/generation=G/ledger/SHARD.parquet    final kept/reason (schema pseudo_labels)
-    OUT/teacher=T/generation=G/done/SHARD.json         completion marker, written last
-    OUT/teacher=T/generation=G/quarantine/SHARD.parquet
-
-A killed run re-run finishes the shards without a done marker and rewrites nothing
-else; the run-wide top-fraction filter is recomputed from ``raw/`` each time, so it
-is idempotent too.
+The ledger's layout, one partition per (teacher, generation), and its filters are
+:mod:`bigssl.data.ledger`. A killed run re-run finishes the shards without a done
+marker and rewrites nothing else; the run-wide top-fraction filter is recomputed from
+``raw/`` each time, so it is idempotent too.
 """
 
 from __future__ import annotations
@@ -25,17 +18,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-import pyarrow as pa
-
-from bigssl import schemas, storage
+from bigssl import storage
 from bigssl.config import Config, ConfigError, check
 from bigssl.data.features import shard_stem
-from bigssl.data.ledger import FilterConfig, decide, rule_reason, top_fraction_cutoff
+from bigssl.data.ledger import FilterConfig, finalize, partition, rule_reason, write_raw
 from bigssl.data.quarantine import Quarantine
 from bigssl.decoding.recognizer import DecodeConfig, Recognizer
 from bigssl.stages.featurize import list_shards
-from bigssl.stages.finetune import resolve_checkpoint
 from bigssl.stages.inference import PoolConfig, manifest_work, run_on_shards
 from bigssl.summary import StageSummary
 from bigssl.training import checkpoint as ckpt
@@ -66,10 +55,6 @@ def default_teacher_name(checkpoint: str) -> str:
     return f"{run}@{int(meta.get('step', 0))}"
 
 
-def partition(out: str, teacher: str, generation: int) -> str:
-    return storage.join(out, f"teacher={teacher}", f"generation={generation}")
-
-
 class LabelShard:
     """Per-shard handler on the teacher replicas: hypotheses -> raw ledger rows."""
 
@@ -97,45 +82,8 @@ class LabelShard:
             }
             reason = rule_reason(entry, self.cfg)
             rows.append({**entry, "kept": reason is None, "reason": reason})
-        table = (
-            schemas.validate(pa.Table.from_pylist(rows), "pseudo_labels")
-            if rows
-            else schemas.empty("pseudo_labels")
-        )
-        storage.write_parquet(table, storage.join(out, "raw", f"{stem}.parquet"))
+        write_raw(out, stem, rows)
         return {"used": len(rows), "kept_by_rules": sum(r["kept"] for r in rows)}
-
-
-def finalize(part: str, stems: list[str], cfg: FilterConfig) -> dict[str, Any]:
-    """Apply the run-wide top-fraction filter: raw/ -> ledger/ (idempotent)."""
-    raw = {s: storage.read_parquet(storage.join(part, "raw", f"{s}.parquet")) for s in stems}
-    passing = [
-        t.filter(t.column("kept")).column(cfg.score).to_numpy(zero_copy_only=False)
-        for t in raw.values()
-    ]
-    cutoff = top_fraction_cutoff(
-        np.concatenate(passing) if passing else np.array([]), cfg.keep_top_fraction
-    )
-    kept = total = 0
-    for stem, table in raw.items():
-        rows = decide(table.to_pylist(), cfg, cutoff)
-        kept += sum(r["kept"] for r in rows)
-        total += len(rows)
-        final = (
-            schemas.validate(pa.Table.from_pylist(rows, schema=table.schema), "pseudo_labels")
-            if rows
-            else schemas.empty("pseudo_labels")
-        )
-        storage.write_parquet(final, storage.join(part, "ledger", f"{stem}.parquet"))
-    return {"kept": kept, "labeled": total, "cutoff": None if np.isinf(cutoff) else cutoff}
-
-
-def read_ledger(part: str, kept_only: bool = False) -> pa.Table:
-    files = storage.list_files(storage.join(part, "ledger"), ".parquet")
-    if not files:
-        raise FileNotFoundError(f"no ledger under {part}/ledger (run bigssl label)")
-    table = pa.concat_tables([storage.read_parquet(f) for f in files])
-    return table.filter(table.column("kept")) if kept_only else table
 
 
 def run_label(
@@ -148,7 +96,7 @@ def run_label(
 ) -> StageSummary:
     if bool(shards) == bool(manifest):
         raise ConfigError("shards", "give exactly one of --shards DIR or --manifest M")
-    checkpoint = resolve_checkpoint(teacher)
+    checkpoint = ckpt.resolve_checkpoint(teacher)
     name = cfg.teacher_name or default_teacher_name(checkpoint)
     part = partition(out, name, cfg.generation)
     if manifest:

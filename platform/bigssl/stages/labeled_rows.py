@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 
 from bigssl import storage
 from bigssl.config import ConfigError
+from bigssl.data.ledger import read_ledger
 from bigssl.models import ConformerConfig
 from bigssl.models.ctc import ctc_frames_needed
 from bigssl.stages.training_data import Selection, feature_rows, quarantined_ids, usable_rows
@@ -53,8 +54,6 @@ def select_rows(
     pseudo: dict[str, str] = {}
     pseudo_shard: dict[str, str] = {}
     if pseudo_labels:
-        from bigssl.stages.label import read_ledger
-
         ledger = read_ledger(pseudo_labels, kept_only=True)
         for uid, shard, text in zip(
             ledger.column("id").to_pylist(),

@@ -12,6 +12,9 @@ masks) into ``metrics.parquet``, TensorBoard and Ray Train; retention then keeps
 ``select.keep_best`` checkpoints with the lowest ``dev_loss`` besides the newest
 ``train.keep_last``, ``select.patience`` stops a run that has stopped improving, and the
 summary names the best checkpoint.
+
+Ray Train is imported where it runs (the driver's ``fit``, the workers' loop), so the
+config loads without Ray: a sweep plans its trials from it.
 """
 
 from __future__ import annotations
@@ -21,7 +24,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import ray.train
 import torch
 
 from bigssl import storage
@@ -29,9 +31,8 @@ from bigssl.config import Config, ConfigError, check, load_dict
 from bigssl.data.bucketing import BucketConfig
 from bigssl.models import SSLConfig, build_ssl_model_from_config, count_parameters, expand_preset
 from bigssl.models.parallelize import parallelize
-from bigssl.stages.launch import fit
 from bigssl.stages.runtime import init_ray
-from bigssl.stages.trainer import LoopConfig, ScalingSettings, _Run, worker_loop
+from bigssl.stages.trainer import LoopConfig, ScalingSettings
 from bigssl.stages.training_data import (
     feature_hours,
     pool_selection,
@@ -96,6 +97,10 @@ class PretrainConfig(Config):
 
 def _train_worker(config: dict[str, Any]) -> None:
     """Runs on every Ray Train worker."""
+    import ray.train.torch
+
+    from bigssl.stages.trainer import Run, worker_loop
+
     cfg = PretrainConfig.from_dict(config["cfg"])
     rank = ray.train.get_context().get_world_rank()
     torch.manual_seed(cfg.train.seed + rank)
@@ -108,7 +113,7 @@ def _train_worker(config: dict[str, Any]) -> None:
     )
     scheduler = build_scheduler(optimizer, [cfg.optim.warmup_steps], cfg.optim, cfg.train.max_steps)
     meta = {"stage": "pretrain", "config": config["cfg"], "objective": cfg.model.objective}
-    run = _Run(
+    run = Run(
         config["run_dir"],
         cfg.train,
         cfg.bucket,
@@ -136,6 +141,8 @@ def run_pretrain(cfg: PretrainConfig, out: str, ray_address: str | None = None) 
     dev = pool_selection(cfg.features, cfg.dev)[0] if cfg.dev else None
     if dev is not None and selection is not None and set(dev.ids) & set(selection.ids):
         raise ConfigError("dev", f"{cfg.dev} shares utterances with manifest {cfg.manifest}")
+    from bigssl.stages.launch import fit
+
     init_ray(ray_address)
     start = time.perf_counter()
     result = fit(

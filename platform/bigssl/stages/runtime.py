@@ -1,9 +1,12 @@
-"""Connecting to Ray: one place decides which cluster a stage runs on.
+"""Ray's runtime: which cluster a stage runs on, and the Ray Data knobs stages set.
 
 ``ray.init()`` with no address attaches to whatever cluster was started last on
 the machine, which surprises people; here the address is explicit: the
 ``--ray-address`` flag, else ``RAY_ADDRESS`` (set by ``ray job submit``), else a
 fresh local Ray owned by this process.
+
+Ray is imported inside the functions: a stage module imports this one to name what it
+will run, and its config must load without Ray (sweep planning, the unit tests).
 """
 
 from __future__ import annotations
@@ -12,13 +15,13 @@ import contextlib
 import os
 from collections.abc import Iterator
 
-import ray
-
 LOOPBACK = "127.0.0.1"
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     """Start or join Ray once per process; a no-op when Ray is already up."""
+    import ray
+
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS") or "local"
@@ -66,3 +69,39 @@ def loopback_node() -> Iterator[None]:
         yield
     finally:
         ray_constants.ENABLE_RAY_CLUSTER = saved
+
+
+@contextlib.contextmanager
+def no_op_reservation() -> Iterator[None]:
+    """Ray Data reserves part of the CPUs per operator; with a one-operator plan that
+    only throttled launches (each next task started later after the last ended; the
+    ~1 s late second task that remains is Ray Data's asynchronous CPU count). Safe for a
+    single map over in-memory items: it cannot starve another operator. Restored
+    afterwards for the caller's pipelines."""
+    import ray.data
+
+    ctx = ray.data.DataContext.get_current()
+    previous = ctx.op_resource_reservation_enabled
+    ctx.op_resource_reservation_enabled = False
+    try:
+        yield
+    finally:
+        ctx.op_resource_reservation_enabled = previous
+
+
+@contextlib.contextmanager
+def one_row_blocks() -> Iterator[None]:
+    """Each row a task yields becomes a block at once (``target_max_block_size`` of 1
+    byte) instead of being buffered to the task's end, so a task that yields its row
+    before its work is seen to progress one executor poll sooner (see featurize's
+    ``_featurize_batch``). For maps whose rows are tiny (a shard URI each): there is
+    nothing to batch. Restored afterwards for the caller's pipelines."""
+    import ray.data
+
+    ctx = ray.data.DataContext.get_current()
+    previous = ctx.target_max_block_size
+    ctx.target_max_block_size = 1
+    try:
+        yield
+    finally:
+        ctx.target_max_block_size = previous

@@ -19,14 +19,17 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from bigssl import storage
 from bigssl.config import Config, ConfigError, check, load_dict
+from bigssl.data.ledger import partition
 from bigssl.models import build_preset, expand_preset
 from bigssl.stages.evaluate import EvaluateConfig, run_evaluate
-from bigssl.stages.finetune import FinetuneConfig, resolve_checkpoint, run_finetune
-from bigssl.stages.label import LabelConfig, partition, run_label
+from bigssl.stages.finetune import FinetuneConfig, run_finetune
+from bigssl.stages.label import LabelConfig, run_label
 from bigssl.summary import StageSummary
+from bigssl.training import checkpoint as ckpt
 
 
 @dataclass
@@ -59,11 +62,62 @@ class StudentConfig(Config):
         return cls.from_dict(data)
 
 
+@dataclass
+class Generation:
+    """What one noisy-student generation made."""
+
+    labels: StageSummary  # the teacher's labeling of the pool (`bigssl label`'s summary)
+    student: FinetuneConfig  # the student's config as trained (pseudo_labels, init set)
+    trained: StageSummary  # the student's fine-tuning summary (extra["checkpoint"])
+
+
+def run_nst_generation(
+    teacher: str,
+    student: FinetuneConfig,
+    unlabeled: str,
+    label: LabelConfig,
+    generation: int,
+    out: str,
+    *,
+    student_init: Literal["recipe", "teacher"],
+    teacher_name: str,
+    name: str = "",
+    ray_address: str | None = None,
+) -> Generation:
+    """One generation: ``teacher`` labels the ``unlabeled`` pool into ``OUT/labels`` (the
+    student's labeled manifest excluded: a true label wins), then a student trains on its
+    labeled rows plus the kept pseudo-labels into ``OUT/<student.run_name>``.
+
+    ``student`` is the student's fine-tuning config but for its pseudo-labels. The
+    callers differ in
+    - ``student_init``: ``"recipe"`` starts the student from ``student.init`` (BigSSL:
+      the pre-trained encoder, or scratch; the student stage), ``"teacher"`` from the
+      teacher's checkpoint (iterative pseudo-labeling; a sweep's default);
+    - ``teacher_name``: the ledger partition's name; ``""`` names it from the
+      checkpoint's run and step (``run@step``: the student stage), a sweep trial says
+      ``"teacher"`` (one teacher per trial folder).
+    ``name`` prefixes the progress line (default: the student's run name).
+    """
+    labels_out = storage.join(out, "labels")
+    label_cfg = dataclasses.replace(
+        label, generation=generation, exclude=student.manifest, teacher_name=teacher_name
+    )
+    labels = run_label(teacher, labels_out, label_cfg, manifest=unlabeled, ray_address=ray_address)
+    print(f"   {name or student.run_name}: {labels.extra['kept']} pseudo-labels kept", flush=True)
+    student = dataclasses.replace(
+        student,
+        pseudo_labels=partition(labels_out, labels.extra["teacher"], generation),
+        init=teacher if student_init == "teacher" else student.init,
+    )
+    trained = run_finetune(student, out, ray_address)
+    return Generation(labels, student, trained)
+
+
 def run_student(cfg: StudentConfig, out: str, ray_address: str | None = None) -> StageSummary:
     for name in ("teacher", "features", "manifest", "unlabeled"):
         if not getattr(cfg, name):
             raise ConfigError(name, "required (a path or s3:// URI)")
-    teacher = resolve_checkpoint(cfg.teacher)
+    teacher = ckpt.resolve_checkpoint(cfg.teacher)
     generations = []
     if cfg.eval_manifest:
         base = run_evaluate(
@@ -77,28 +131,30 @@ def run_student(cfg: StudentConfig, out: str, ray_address: str | None = None) ->
     summary = None
     for g in range(1, cfg.generations + 1):
         print(f"-- noisy student generation {g}/{cfg.generations}: teacher {teacher}", flush=True)
-        label_cfg = dataclasses.replace(cfg.label, generation=g, exclude=cfg.manifest)
-        labels = run_label(
-            teacher,
-            storage.join(out, "labels"),
-            label_cfg,
-            manifest=cfg.unlabeled,
-            ray_address=ray_address,
-        )
         ft = dataclasses.replace(
             cfg.finetune,
             features=cfg.features,
             manifest=cfg.manifest,
             tokenizer=storage.join(teacher, "tokenizer.model"),
             init=cfg.init,
-            pseudo_labels=partition(storage.join(out, "labels"), labels.extra["teacher"], g),
             run_name=f"student-gen{g}",
         )
         if cfg.presets:
             ft = dataclasses.replace(
                 ft, preset=cfg.presets[g - 1], encoder=build_preset(cfg.presets[g - 1])
             )
-        summary = run_finetune(ft, out, ray_address)
+        generation = run_nst_generation(
+            teacher,
+            ft,
+            cfg.unlabeled,
+            cfg.label,
+            g,
+            out,
+            student_init="recipe",
+            teacher_name=cfg.label.teacher_name,
+            ray_address=ray_address,
+        )
+        labels, summary = generation.labels, generation.trained
         teacher = summary.extra["checkpoint"]
         row = {
             "generation": g,

@@ -8,7 +8,9 @@ Design decisions:
   (:mod:`bigssl.stages.upstream`).
 - A trial is (recipe, budget, preset, seed). ``scratch`` and ``ssl`` fine-tune
   from a random or the pre-trained encoder; ``<init>+nst`` trains noisy students
-  whose first teacher is the ``<init>`` trial of the same budget, preset and seed.
+  whose first teacher is the ``<init>`` trial of the same budget, preset and seed
+  (the grid and its planning: :mod:`bigssl.stages.sweep_plan`; a student generation:
+  :func:`bigssl.stages.student.run_nst_generation`).
   Trials run in one Tune experiment per noisy-student generation (``gen0`` first),
   so every teacher exists before its student starts, and the trials of a
   generation run side by side up to ``max_concurrent_trials``.
@@ -27,142 +29,24 @@ import contextlib
 import dataclasses
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from bigssl import storage
-from bigssl.config import Config, ConfigError, apply_override, check, load_dict
-from bigssl.data.features import FeaturizeConfig
-from bigssl.data.splits import SplitConfig
+from bigssl.config import ConfigError
 from bigssl.models import expand_preset
 from bigssl.results import append_results, make_row
-from bigssl.stages.evaluate import EvaluateConfig, run_evaluate
+from bigssl.stages.evaluate import run_evaluate
 from bigssl.stages.finetune import FinetuneConfig, run_finetune
-from bigssl.stages.label import LabelConfig, partition, run_label
-from bigssl.stages.pretrain import PretrainConfig
+from bigssl.stages.student import run_nst_generation
+from bigssl.stages.sweep_plan import (
+    SweepConfig,
+    plan_trials,
+    student_finetune,
+    teacher_params,
+    trial_id,
+)
 from bigssl.stages.upstream import Upstream, build_upstream, content_key
 from bigssl.summary import NothingUsable, StageSummary
-from bigssl.text.tokenizer import TokenizerConfig
-
-INITS = ("scratch", "ssl")
-
-
-@dataclass
-class GridConfig(Config):
-    recipes: list[str] = field(default_factory=lambda: ["scratch", "ssl", "ssl+nst"])
-    """scratch | ssl | scratch+nst | ssl+nst: encoder init, then noisy-student training."""
-    budgets: list[str] = field(default_factory=list)
-    """Budget labels of the split (e.g. 1pct, 100h); empty = every budget."""
-    nst_budgets: list[str] = field(default_factory=list)
-    """Budgets the +nst recipes run on; empty = all but the largest (nothing left to label)."""
-    nst_generations: int = 1
-    """Teacher -> student rounds of the +nst recipes."""
-    presets: list[str] = field(default_factory=lambda: ["tiny"])
-    """Encoder sizes; one pre-training per preset."""
-    seeds: list[int] = field(default_factory=lambda: [0])
-    """Fine-tuning seeds; the report's spread is over them."""
-
-    def validate(self) -> None:
-        for recipe in self.recipes:
-            init, _, nst = recipe.partition("+")
-            check(
-                init in INITS and nst in ("", "nst"),
-                "recipes",
-                f"{recipe!r} is not one of scratch, ssl, scratch+nst, ssl+nst",
-            )
-        check(bool(self.recipes), "recipes", "at least one recipe")
-        check(self.nst_generations >= 1, "nst_generations", "must be >= 1")
-        check(bool(self.presets) and bool(self.seeds), "presets", "at least one preset and seed")
-
-
-@dataclass
-class SweepConfig(Config):
-    name: str = "sweep"  # sweep name: the results rows' key with trial_id
-    corpus: str = ""  # a `bigssl prepare` output (manifest.parquet + shards/)
-    cache: str = ""  # shared upstream artifacts, cached by content (default OUT/cache)
-    test_sets: list[str] = field(
-        default_factory=lambda: ["test"]
-    )  # split tables scored; first = primary
-    max_concurrent_trials: int = 1  # trials at once (each asks for its own Train workers)
-    # A noisy student starts from its recipe's init (BigSSL: the pre-trained encoder, or
-    # scratch) or continues from its teacher's encoder (iterative pseudo-labeling).
-    student_init: Literal["recipe", "teacher"] = "teacher"
-    # key=value overrides of `finetune` for noisy-student trials (e.g. pseudo_ratio=1).
-    student: list[str] = field(default_factory=list)
-    split: SplitConfig = field(default_factory=lambda: SplitConfig(fractions=[0.01, 0.1, 1.0]))
-    featurize: FeaturizeConfig = field(default_factory=FeaturizeConfig)
-    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
-    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
-    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
-    label: LabelConfig = field(default_factory=LabelConfig)
-    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
-    grid: GridConfig = field(default_factory=GridConfig)
-
-    def validate(self) -> None:
-        check(bool(self.name) and "/" not in self.name, "name", "a non-empty name without '/'")
-        check(bool(self.test_sets), "test_sets", "at least one split table to score")
-        check(self.max_concurrent_trials >= 1, "max_concurrent_trials", "must be >= 1")
-        _student_finetune(self.finetune, self.student)  # unknown keys fail now, not in a trial
-
-    @classmethod
-    def load(cls, path: str | Path | None = None, overrides: list[str] | None = None):
-        data = load_dict(path, overrides)
-        expand_preset(data.get("pretrain", {}), ("model", "encoder"))
-        expand_preset(data.get("finetune", {}))
-        return cls.from_dict(data)
-
-
-# --- trials ------------------------------------------------------------------------------
-
-
-def plan_trials(cfg: SweepConfig, budgets: list[str]) -> list[dict[str, Any]]:
-    """Every trial of the grid as Tune params: recipe, budget, preset, seed, generation."""
-    grid = cfg.grid
-    chosen = grid.budgets or budgets
-    nst_budgets = grid.nst_budgets or budgets[:-1]
-    trials = []
-    for preset in grid.presets:
-        for budget in chosen:
-            for seed in grid.seeds:
-                for recipe in grid.recipes:
-                    init, _, nst = recipe.partition("+")
-                    if nst and budget not in nst_budgets:
-                        continue
-                    generations = grid.nst_generations if nst else 0
-                    for generation in range(generations + 1):
-                        trials.append(
-                            {
-                                "recipe": recipe if generation else init,
-                                "init": init,
-                                "budget": budget,
-                                "preset": preset,
-                                "seed": seed,
-                                "generation": generation,
-                            }
-                        )
-    # A scratch / ssl trial appears once even when its +nst recipe also needs it.
-    unique = {trial_id(t): t for t in trials}
-    return list(unique.values())
-
-
-def trial_id(params: dict[str, Any]) -> str:
-    nst = f"-nst{params['generation']}" if params["generation"] else ""
-    return f"{params['preset']}-{params['budget']}-{params['init']}{nst}-seed{params['seed']}"
-
-
-def _teacher_params(params: dict[str, Any]) -> dict[str, Any]:
-    return {**params, "generation": params["generation"] - 1}
-
-
-def _student_finetune(finetune: FinetuneConfig, overrides: list[str]) -> FinetuneConfig:
-    data = finetune.to_dict()
-    try:
-        for item in overrides:
-            apply_override(data, item)
-        return FinetuneConfig.from_dict(data)
-    except ConfigError as err:
-        raise ConfigError(f"student[{err.field}]", err.message) from None
 
 
 def _dev_manifest(up: Upstream) -> str:
@@ -175,9 +59,7 @@ def _dev_manifest(up: Upstream) -> str:
 
 
 def _finetune_config(cfg: SweepConfig, up: Upstream, params: dict[str, Any]) -> FinetuneConfig:
-    finetune = (
-        _student_finetune(cfg.finetune, cfg.student) if params["generation"] else cfg.finetune
-    )
+    finetune = student_finetune(cfg.finetune, cfg.student) if params["generation"] else cfg.finetune
     data = finetune.to_dict()
     data.update(
         features=up.features,
@@ -204,25 +86,24 @@ def run_trial(params: dict[str, Any], cfg: SweepConfig, up: Upstream, out: str) 
     ft = _finetune_config(cfg, up, params)
     stages = ["pretrain"] if params["init"] == "ssl" else []
     if params["generation"]:
-        teacher_row = storage.join(out, "trials", trial_id(_teacher_params(params)), "row.json")
+        teacher_row = storage.join(out, "trials", trial_id(teacher_params(params)), "row.json")
         if not storage.exists(teacher_row):
             raise RuntimeError(f"{tid}: its teacher's trial has no result ({teacher_row})")
-        teacher = storage.read_json(teacher_row)["checkpoint"]
-        label_cfg = dataclasses.replace(
-            cfg.label, generation=params["generation"], exclude=ft.manifest, teacher_name="teacher"
-        )
-        labels_out = storage.join(folder, "labels")
-        labels = run_label(
-            teacher, labels_out, label_cfg, manifest=storage.join(up.splits, "unlabeled.parquet")
-        )
-        ft = dataclasses.replace(
+        generation = run_nst_generation(
+            storage.read_json(teacher_row)["checkpoint"],
             ft,
-            pseudo_labels=partition(labels_out, "teacher", params["generation"]),
-            init=teacher if cfg.student_init == "teacher" else ft.init,
+            storage.join(up.splits, "unlabeled.parquet"),
+            cfg.label,
+            params["generation"],
+            folder,
+            student_init=cfg.student_init,
+            teacher_name="teacher",  # one teacher per trial folder
+            name=tid,
         )
+        ft, trained = generation.student, generation.trained
         stages += ["label"]
-        print(f"   {tid}: {labels.extra['kept']} pseudo-labels kept", flush=True)
-    trained = run_finetune(ft, folder)
+    else:
+        trained = run_finetune(ft, folder)
     trained.finish(storage.join(folder, ft.run_name))
     checkpoint = trained.extra["checkpoint"]
     stages += ["student" if params["generation"] else "finetune", "evaluate"]

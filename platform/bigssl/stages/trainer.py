@@ -14,7 +14,9 @@ Design decisions:
   drains it once per poll, so a faster report blocked the step for up to 2 s
   (measured: 2.01 s per report in a 10-report loop; 40 steps with a report each
   took 109 s, with a report every 5th step 45 s). Rank 0 decides, so all workers
-  report together (a report is a collective). Checkpoints are always reported.
+  report together (a report is a collective). Checkpoints are always reported. Each row
+  also says where this attempt resumed from and how far through its epoch the run is
+  (:class:`_Progress`): what a user reads to see what a restart restored and re-read.
 - A checkpoint merges the workers' data positions, saves through DCP into a local
   temp folder on every rank (Ray merges the ranks' files) and reports it under a
   step-named folder; the driver marks it ``COMMITTED`` once Ray Train has registered
@@ -100,11 +102,6 @@ class LoopConfig(Config):
     seed: int = 0
     cache_epoch_mb: float = 512.0  # an epoch this small is served from worker memory after
     # its first pass (see bigssl.training.epoch_cache); 0 = always stream
-    fault_step: int = 0  # tests: SIGKILL worker `fault_rank` once at this step (0 = off)
-    fault_rank: int = 0
-    # tests: when in the step it dies: "step" after the optimizer step, "report" right after
-    # its report of that step's checkpoint returns (before Ray Train can register it)
-    fault_at: Literal["step", "report"] = "step"
 
     def validate(self) -> None:
         check(self.max_steps >= 1, "max_steps", "must be >= 1")
@@ -137,12 +134,13 @@ def _synchronized(batches: Iterator[dict], device: torch.device) -> Iterator[dic
 
 
 def _epoch_batches(
-    position: DataPosition, rows: Iterator[dict], bucket: BucketConfig, reads: set[str]
+    position: DataPosition, rows: Iterator[dict], bucket: BucketConfig, progress: _Progress
 ) -> Iterator[dict]:
     def unseen() -> Iterator[dict]:
         for row in rows:
-            reads.add(row["shard"])
-            if not position.seen(row["shard"], row["id"]):
+            if position.seen(row["shard"], row["id"]):
+                progress.skipped += 1
+            else:
                 yield row
 
     for batch in bucket_batches(
@@ -162,7 +160,7 @@ def _gather_position(position: DataPosition, totals: dict[str, int]) -> DataPosi
 
 
 @dataclass
-class _Run:
+class Run:
     """What the worker loop needs besides the model; built from the train_loop_config dict."""
 
     run_dir: str
@@ -194,7 +192,7 @@ class _Run:
 
 
 def save(
-    run: _Run,
+    run: Run,
     stepper: Stepper,
     step: int,
     position: DataPosition,
@@ -225,12 +223,12 @@ def save(
     return merged
 
 
-def _stop_early(run: _Run, history: list[select.Scored]) -> bool:
+def _stop_early(run: Run, history: list[select.Scored]) -> bool:
     patience = run.select.patience if run.select else 0
     return bool(patience) and select.evaluations_since_best(history, run.select.metric) >= patience
 
 
-def worker_loop(run: _Run, stepper: Stepper) -> None:
+def worker_loop(run: Run, stepper: Stepper) -> None:
     """Steps until ``run.loop.max_steps`` (or early stopping), resuming model, schedule, RNG
     and data position; scores the dev set when the run has one."""
     rank = ray.train.get_context().get_world_rank()
@@ -251,7 +249,8 @@ def worker_loop(run: _Run, stepper: Stepper) -> None:
         elif not _resume_matches(run.run_dir, restored.path):
             source = "train"
     log = MetricsLog(run.run_dir, resume_step=step) if rank == 0 else None
-    reads: set[str] = set()
+    progress = _Progress(step, position.epoch, position.num_trained(run.totals))
+    kill = _test_fault(run.run_dir, rank, resumed=restored is not None)
     window = _Window()
     last_report = time.monotonic() - _ray_report_interval_s()  # the first report is free
     cache = EpochCache(run.loop.cache_epoch_mb, seed=run.loop.seed + rank)
@@ -272,28 +271,30 @@ def worker_loop(run: _Run, stepper: Stepper) -> None:
         stream = ray.train.get_dataset_shard(source).iter_rows()
         # A resumed epoch is partial: never cache it.
         rows = cache.epoch_rows(stream, position.epoch) if source == "train" else iter(stream)
-        batches = _synchronized(_epoch_batches(position, rows, run.bucket, reads), stepper.device)
+        batches = _synchronized(
+            _epoch_batches(position, rows, run.bucket, progress), stepper.device
+        )
         for batch in _accumulated(batches, run.accumulation):
             micro = [_prepared(run, b) for b in batch]
             metrics = stepper.step(micro)
             for b in micro:
                 position.record(b["shards"], b["ids"].tolist())
+                progress.trained += len(b["ids"])
             step += 1
             window.add(metrics)
-            _maybe_fail(run, step, rank, restored is not None, "step")
+            kill(step, "step")
             if step % run.loop.log_every == 0 or run.checkpoint_due(step):
                 due = rank == 0 and time.monotonic() - last_report >= _ray_report_interval_s()
-                report, due = window.report(step, stepper.device, due)
+                report, due = window.report(step, stepper.device, due, progress)
                 scores = dev.score(stepper) if dev is not None and run.eval_due(step) else None
                 if scores is not None:
                     elapsed = time.perf_counter() - started
-                    report = {**report, **scores, "epoch": position.epoch, "train_s": elapsed}
+                    report = {**report, **scores, "train_s": elapsed}
                 if log:
                     log.log(step, report)
-                _record_reads(run, rank, restored, position.epoch, reads)
                 if run.checkpoint_due(step):
                     position = save(run, stepper, step, position, report, scores)
-                    _maybe_fail(run, step, rank, restored is not None, "report")
+                    kill(step, "report")
                     last_report = time.monotonic()
                     if log:
                         log.flush()
@@ -309,8 +310,8 @@ def worker_loop(run: _Run, stepper: Stepper) -> None:
         else:
             for _ in rows:  # the rows of batches another worker's end cut off: completes the cache
                 pass
-            _record_reads(run, rank, restored, position.epoch, reads)
-            position, source, reads = DataPosition(epoch=position.epoch + 1), "train", set()
+            position, source = DataPosition(epoch=position.epoch + 1), "train"
+            progress.next_epoch()
     if log:
         log.close()
 
@@ -327,7 +328,7 @@ def _accumulated(batches: Iterator[dict], size: int) -> Iterator[list[dict]]:
         yield group
 
 
-def _prepared(run: _Run, batch: dict) -> dict:
+def _prepared(run: Run, batch: dict) -> dict:
     if run.augment is not None:
         batch = run.augment(batch)
     if run.prepare_batch is not None:
@@ -348,21 +349,26 @@ class _Window:
         for k, v in metrics.items():
             self.sums[k] = self.sums.get(k, 0.0) + v
 
-    def report(self, step: int, device: torch.device, due: bool) -> tuple[dict[str, float], bool]:
-        """The window's metrics, and whether any rank (rank 0) found a Ray report due."""
-        totals = torch.tensor([self.sums.pop("audio_s", 0.0), float(due)], device=device)
+    def report(
+        self, step: int, device: torch.device, due: bool, progress: _Progress
+    ) -> tuple[dict[str, float], bool]:
+        """The window's metrics and the data progress, and whether any rank (rank 0) found a
+        Ray report due. One all-reduce carries every sum."""
+        local = [self.sums.pop("audio_s", 0.0), float(due), progress.trained, progress.skipped]
+        totals = torch.tensor(local, dtype=torch.float64, device=device)
         if dist.is_initialized():
             dist.all_reduce(totals)
-        audio = totals[0]
+        audio, any_due, trained, skipped = (float(t) for t in totals.tolist())
         wall = time.perf_counter() - self.start
         out = {k: v / max(self.steps, 1) for k, v in self.sums.items()}
         out.update(
             step=step,
-            audio_s=float(audio.item()),
-            audio_hours_per_s=float(audio.item()) / 3600 / wall,
+            audio_s=audio,
+            audio_hours_per_s=audio / 3600 / wall,
+            **progress.metrics(int(trained), int(skipped)),
         )
         self.__init__()
-        return out, bool(totals[1].item() > 0)
+        return out, any_due > 0
 
 
 def _resume_matches(run_dir: str, restored: str) -> bool:
@@ -374,22 +380,61 @@ def _resume_matches(run_dir: str, restored: str) -> bool:
     )
 
 
-def _record_reads(run: _Run, rank: int, restored: Any, epoch: int, reads: set[str]) -> None:
-    """Which shards this worker received in ``epoch`` since it (re)started: evidence that a
-    resume does not re-read consumed shards. Small: one name per shard."""
-    started = "fresh" if restored is None else restored.path.rsplit("/", 1)[-1]
-    storage.write_json(
-        storage.join(run.run_dir, "reads", f"{started}-epoch{epoch}-rank{rank}.json"),
-        {"epoch": epoch, "shards": sorted(reads)},
-    )
+@dataclass
+class _Progress:
+    """Where this attempt (re)started and where it is in the data: the columns a user reads
+    in ``metrics.parquet`` to see what a resumed run restored and read again.
+
+    ``epoch_rows`` counts the rows of the epoch trained so far on all workers, the restored
+    checkpoint's included (a resumed epoch that skipped unread shards ends short of the
+    epoch's rows). ``skipped_rows`` counts the rows this attempt's workers were given again
+    and skipped because the restored checkpoint had trained them: after a resume, the
+    trained rows of its partial shards (consumed shards are not read); the whole trained
+    part of the epoch when the ``resume`` dataset was cut for another checkpoint (see the
+    module doc). Rows another worker's end of epoch cut off count in neither.
+    """
+
+    resumed_from_step: int  # the restored checkpoint's step; 0 = started fresh
+    epoch: int
+    restored_rows: int  # rows of ``epoch`` the restored checkpoint had trained
+    trained: int = 0  # rows this worker trained in ``epoch`` since the (re)start
+    skipped: int = 0  # rows this worker skipped since the (re)start (see above)
+
+    def next_epoch(self) -> None:
+        self.epoch, self.restored_rows, self.trained = self.epoch + 1, 0, 0
+
+    def metrics(self, trained: int, skipped: int) -> dict[str, int]:
+        """The columns, given ``trained`` and ``skipped`` summed over the workers."""
+        return {
+            "epoch": self.epoch,
+            "epoch_rows": self.restored_rows + trained,
+            "skipped_rows": skipped,
+            "resumed_from_step": self.resumed_from_step,
+        }
 
 
-def _maybe_fail(run: _Run, step: int, rank: int, resumed: bool, at: str) -> None:
-    if (
-        run.loop.fault_at == at
-        and run.loop.fault_step
-        and step == run.loop.fault_step
-        and rank == run.loop.fault_rank
-        and not resumed
-    ):
-        os.kill(os.getpid(), signal.SIGKILL)  # a hard crash: no cleanup, no report
+# A test hook, not a setting: a test that needs a worker killed at a given step writes
+# {"run_dir", "step", "rank", "at"} into the JSON file this variable names. Why a variable
+# naming a file, not a config field or the spec in the variable itself: a config field
+# ships a kill switch in every user's config; and the Ray tests share one local Ray whose
+# processes took their environment when it started (tests/conftest.py sets the variable
+# before that), so a test can change a file's content but not the workers' environment.
+# A ``bigssl`` subprocess with its own Ray inherits the variable the same way.
+TEST_FAULT_FILE = "BIGSSL_TEST_FAULT_FILE"
+
+
+def _test_fault(run_dir: str, rank: int, resumed: bool) -> Callable[[int, str], None]:
+    """``kill(step, at)``: SIGKILLs this worker (no cleanup, no report) where the test hook's
+    file says, in this run's first attempt only (a restart restores a checkpoint). ``at`` is
+    "step" (after the optimizer step) or "report" (right after this rank's report of the
+    step's checkpoint returns, before Ray Train can register it)."""
+    path = os.environ.get(TEST_FAULT_FILE, "")
+    spec = storage.read_json(path) if path and os.path.exists(path) else {}
+    if resumed or spec.get("run_dir", "").rstrip("/") != run_dir.rstrip("/"):
+        return lambda step, at: None
+
+    def kill(step: int, at: str) -> None:
+        if (step, at, rank) == (spec["step"], spec.get("at", "step"), spec.get("rank", 0)):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return kill

@@ -15,15 +15,18 @@ import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import ray
 
 from bigssl import storage
 from bigssl.data.bucketing import BucketConfig, bucket_batches
 from bigssl.data.features import shard_stem
 from bigssl.training import checkpoint as ckpt
+
+if TYPE_CHECKING:
+    import ray.data
 
 DATA_TASK_CPUS = 0.25
 
@@ -173,6 +176,8 @@ def make_datasets(
     )
 
     def read(paths: list[str], chosen: Selection | None = selection) -> ray.data.Dataset:
+        import ray.data
+
         # Data tasks ask for a quarter CPU so reads and filters share what the trainers leave.
         ds = ray.data.read_parquet(
             paths,

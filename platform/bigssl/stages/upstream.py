@@ -24,7 +24,7 @@ from bigssl.stages.pretrain import PretrainConfig, run_pretrain
 from bigssl.stages.tokenizer import run_tokenizer
 
 if TYPE_CHECKING:
-    from bigssl.stages.sweep import GridConfig, SweepConfig
+    from bigssl.stages.sweep_plan import GridConfig, SweepConfig
 
 
 def _versions() -> dict[str, Any]:

@@ -7,9 +7,14 @@ Layout of one checkpoint folder (what Ray Train uploads and hands back on resume
     rng-rank{R}.pt        each rank's torch / numpy / python RNG state
     meta.json             config, model kind, schema versions, world size, step (rank 0)
 
+A run folder holds ``checkpoint_<step>/`` folders, each ``COMMITTED`` once Ray Train
+has registered it, and, after model selection, ``final/``; :func:`resolve_checkpoint`
+turns a run folder or a checkpoint folder into the checkpoint to load.
+
 ``get_state_dict`` / ``set_state_dict`` make the same files load under FSDP2, DDP
-or a plain module, so :func:`load_for_export` rebuilds a single-process model
-from any of them without a process group.
+or a plain module, so :func:`load_model_weights` (and :func:`load_encoder_weights`,
+the encoder alone) fills a single-process model from any of them without a process
+group.
 """
 
 from __future__ import annotations
@@ -137,17 +142,21 @@ def load_model_weights(directory: str | Path, model: torch.nn.Module) -> None:
     model.load_state_dict(state["model"])
 
 
-def export_weights(directory: str | Path, model: torch.nn.Module, target: str | Path) -> Path:
-    """A consolidated ``torch.save`` file of the model for inference outside the platform."""
-    load_model_weights(directory, model)
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"model": model.state_dict(), "meta": read_meta(directory)}, target)
-    return target
+def load_encoder_weights(encoder: torch.nn.Module, checkpoint: str | Path) -> None:
+    """Copy the ``encoder.*`` tensors of any checkpoint (pre-training or fine-tuning) into
+    ``encoder``, reading only those keys (DCP loads what the state dict asks for)."""
+    state = {"model": {f"encoder.{k}": v for k, v in encoder.state_dict().items()}}
+    with local_copy(checkpoint) as local, warnings.catch_warnings():
+        # "assuming the intent is to load in a single process": yes
+        warnings.simplefilter("ignore", UserWarning)
+        dcp.load(state, checkpoint_id=local, no_dist=True)
+    encoder.load_state_dict({k[len("encoder.") :]: v for k, v in state["model"].items()})
 
 
 WORDS_FILE = "words.txt"  # a fine-tuned model's training vocabulary (decode.lexicon=train)
 COMMITTED = "COMMITTED"  # written by the driver once Ray Train has registered the checkpoint
+# A run folder's selected model (written by bigssl.training.selection, whose FINAL it is).
+FINAL = "final"
 
 
 def registered_uri(run_dir: str, checkpoint: Any) -> str | None:
@@ -176,3 +185,17 @@ def latest_checkpoint(run_dir: str | Path) -> str | None:
     """Newest committed checkpoint folder under a run folder, or None."""
     found = committed_checkpoints(run_dir)
     return found[-1][1] if found else None
+
+
+def resolve_checkpoint(uri: str) -> str:
+    """A checkpoint folder, or a run folder's selected model (``final``) or else its newest
+    committed checkpoint (absolute: Ray workers run in folders of their own)."""
+    uri = storage.absolute(uri)
+    if storage.exists(storage.join(uri, "meta.json")):
+        return uri
+    if storage.exists(storage.join(uri, FINAL, "meta.json")):
+        return storage.join(uri, FINAL)
+    latest = latest_checkpoint(uri)
+    if latest is None:
+        raise FileNotFoundError(f"no checkpoint (meta.json) at {uri}, nor a committed one under it")
+    return str(latest)
