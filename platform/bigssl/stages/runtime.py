@@ -63,12 +63,8 @@ def loopback_node() -> Iterator[None]:
     """
     from ray._private import ray_constants
 
-    saved = ray_constants.ENABLE_RAY_CLUSTER
-    ray_constants.ENABLE_RAY_CLUSTER = False
-    try:
+    with _temporarily(ray_constants, "ENABLE_RAY_CLUSTER", False):
         yield
-    finally:
-        ray_constants.ENABLE_RAY_CLUSTER = saved
 
 
 @contextlib.contextmanager
@@ -80,13 +76,8 @@ def no_op_reservation() -> Iterator[None]:
     afterwards for the caller's pipelines."""
     import ray.data
 
-    ctx = ray.data.DataContext.get_current()
-    previous = ctx.op_resource_reservation_enabled
-    ctx.op_resource_reservation_enabled = False
-    try:
+    with _temporarily(ray.data.DataContext.get_current(), "op_resource_reservation_enabled", False):
         yield
-    finally:
-        ctx.op_resource_reservation_enabled = previous
 
 
 @contextlib.contextmanager
@@ -98,10 +89,16 @@ def one_row_blocks() -> Iterator[None]:
     nothing to batch. Restored afterwards for the caller's pipelines."""
     import ray.data
 
-    ctx = ray.data.DataContext.get_current()
-    previous = ctx.target_max_block_size
-    ctx.target_max_block_size = 1
+    with _temporarily(ray.data.DataContext.get_current(), "target_max_block_size", 1):
+        yield
+
+
+@contextlib.contextmanager
+def _temporarily(obj: object, name: str, value: object) -> Iterator[None]:
+    """``obj.name = value`` for the duration of the block, the previous value restored after."""
+    previous = getattr(obj, name)
+    setattr(obj, name, value)
     try:
         yield
     finally:
-        ctx.target_max_block_size = previous
+        setattr(obj, name, previous)
