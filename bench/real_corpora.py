@@ -97,7 +97,7 @@ def run_corpus(
     from bigssl.stages.featurize import run_featurize
     from bigssl.stages.finetune import FinetuneConfig, run_finetune
     from bigssl.stages.prepare import prepare_dir
-    from bigssl.stages.split import run_split
+    from bigssl.stages.split import split_main
     from bigssl.stages.tokenizer import tokenizer_main
 
     spec = CORPORA[name]
@@ -106,7 +106,7 @@ def run_corpus(
     corpus, splits, features, tok = (work / n for n in ("corpus", "splits", "features", "tok"))
     start = time.perf_counter()
     prepare_dir(str(SHARED / name / "manifest.jsonl"), str(corpus), None, [])
-    run_split(str(corpus / "manifest.parquet"), str(splits), None, [*spec["split"], "seed=0"])
+    split_main(str(corpus / "manifest.parquet"), str(splits), None, [*spec["split"], "seed=0"])
     run_featurize(str(corpus), str(features), FeaturizeConfig())
     tokenizer_main(
         str(splits / "labeled_100pct.parquet"),

@@ -13,12 +13,12 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 @pytest.fixture(scope="session")
 def fault_file(tmp_path_factory) -> Path:
-    """The file the training loop's test hook reads (``bigssl.stages.trainer.TEST_FAULT_FILE``),
+    """The file the training loop's test hook reads (``bigssl.training.fault.TEST_FAULT_FILE``),
     named in the environment before the session's Ray starts: its processes, and every
     ``bigssl`` subprocess a test starts, inherit the name; only the content changes per test.
     One per session (pytest's per-session temp folder): sessions running side by side never
     read each other's."""
-    from bigssl.stages.trainer import TEST_FAULT_FILE
+    from bigssl.training.fault import TEST_FAULT_FILE
 
     path = tmp_path_factory.getbasetemp() / "test-fault.json"
     os.environ[TEST_FAULT_FILE] = str(path)

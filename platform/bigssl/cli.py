@@ -89,7 +89,7 @@ def _cmd_split(args: argparse.Namespace) -> dict:
     }
     if args.no_speaker_disjoint:
         flags["speaker_disjoint"] = "false"
-    return split.run_split(args.manifest, args.out, args.config, _overrides(args, **flags))
+    return split.split_main(args.manifest, args.out, args.config, _overrides(args, **flags))
 
 
 def _cmd_featurize(args: argparse.Namespace) -> dict:
@@ -179,9 +179,9 @@ def _cmd_report(args: argparse.Namespace) -> dict:
 
 
 def _cmd_pipeline(args: argparse.Namespace) -> dict:
-    from bigssl.stages import demo
+    from bigssl.stages import pipeline
 
-    return demo.run_pipeline(
+    return pipeline.run_pipeline(
         args.out,
         args.config,
         list(args.overrides),

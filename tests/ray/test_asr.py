@@ -27,7 +27,7 @@ from bigssl.stages.finetune import FinetuneConfig, run_finetune
 from bigssl.stages.label import LabelConfig, run_label
 from bigssl.stages.prepare import prepare_tts
 from bigssl.stages.pretrain import PretrainConfig, run_pretrain
-from bigssl.stages.split import run_split
+from bigssl.stages.split import split_main
 from bigssl.stages.student import StudentConfig, run_student
 from bigssl.stages.tokenizer import tokenizer_main
 from bigssl.text import normalize
@@ -69,7 +69,7 @@ def asr(ordered_ingest, tmp_path_factory):
     root = tmp_path_factory.mktemp("asr")
     corpus, splits, features = root / "corpus", root / "splits", root / "features"
     prepare_tts(str(corpus), None, ["tts.hours=0.3", "tts.seed=5", "utterances_per_shard=40"])
-    run_split(
+    split_main(
         str(corpus / "manifest.parquet"),
         str(splits),
         None,

@@ -54,13 +54,13 @@ def test_ljspeech_finetunes_and_evaluates(ray_session, shared_data, tmp_path):
     ~0.6 h, scored on held-out utterances (the WER/CER are in the issue note)."""
     from bigssl.stages.evaluate import EvaluateConfig, run_evaluate
     from bigssl.stages.finetune import FinetuneConfig, run_finetune
-    from bigssl.stages.split import run_split
+    from bigssl.stages.split import split_main
     from bigssl.stages.tokenizer import tokenizer_main
 
     root = Path(__file__).resolve().parents[2]
     corpus, splits = tmp_path / "lj", tmp_path / "splits"
     prepare_dir(str(shared_data / "ljspeech_part" / "manifest.jsonl"), str(corpus), None, [])
-    run_split(
+    split_main(
         str(corpus / "manifest.parquet"),
         str(splits),
         None,

@@ -12,13 +12,13 @@ from bigssl.config import ConfigError
 from bigssl.data.grammar import sample_sentence
 from bigssl.decoding import ctc
 from bigssl.decoding.ctc import (
-    DecoderConfig,
     Hypothesis,
+    SearchConfig,
     alignment_logprob,
     beam_available,
+    build_decoder,
     greedy_decode,
     is_blank_only,
-    make_decoder,
     read_words,
     repetition_ratio,
 )
@@ -126,7 +126,7 @@ def _sentence_emissions(tokenizer, sentences: list[str], p: float = 0.9, seed: i
 def test_greedy_decoder_fills_text(tokenizer):
     sentences = ["call mom on speaker", "what is the weather in paris tomorrow"]
     log_probs, lengths = _sentence_emissions(tokenizer, sentences)
-    decoder = make_decoder("greedy", tokenizer)
+    decoder = build_decoder(SearchConfig(kind="greedy"), tokenizer)
     assert decoder.kind == "greedy"
     assert [h.text for h in decoder.decode(log_probs, lengths)] == sentences
 
@@ -134,7 +134,7 @@ def test_greedy_decoder_fills_text(tokenizer):
 def test_beam_falls_back_to_greedy_with_a_warning(tokenizer, monkeypatch, caplog):
     monkeypatch.setattr(ctc, "beam_available", lambda: (False, "flashlight-text is missing"))
     with caplog.at_level(logging.WARNING, logger="bigssl.decoding.ctc"):
-        decoder = make_decoder("beam", tokenizer, beam_size=8)
+        decoder = build_decoder(SearchConfig(kind="beam", beam_size=8), tokenizer)
     assert decoder.kind == "greedy"
     assert any("flashlight-text is missing" in r.getMessage() for r in caplog.records)
     log_probs, lengths = _sentence_emissions(tokenizer, ["take me home"])
@@ -143,15 +143,15 @@ def test_beam_falls_back_to_greedy_with_a_warning(tokenizer, monkeypatch, caplog
 
 def test_beam_needs_the_tokenizer_and_config_names_bad_fields():
     with pytest.raises(ValueError, match="tokenizer"):
-        make_decoder("beam", None)
+        build_decoder(SearchConfig(kind="beam"), None)
     with pytest.raises(ConfigError) as err:
-        DecoderConfig.from_dict({"beam_size": 0})
+        SearchConfig.from_dict({"beam_size": 0})
     assert err.value.field == "beam_size"
     with pytest.raises(ConfigError) as err:
-        make_decoder("beam", None, word_score=1.0)
+        build_decoder(SearchConfig(kind="beam", word_score=1.0), None)
     assert err.value.field == "word_score"
     with pytest.raises(ConfigError) as err:
-        make_decoder("greedy", None, lm_path="lm.arpa")
+        build_decoder(SearchConfig(kind="greedy", lm_path="lm.arpa"), None)
     assert err.value.field == "lm_path"
 
 
@@ -162,7 +162,7 @@ def test_beam_agrees_with_greedy_on_a_peaky_distribution(tokenizer):
     log_probs, lengths = _sentence_emissions(tokenizer, sentences, p=0.8, seed=1)
     lengths[-1] = lengths[-1] // 2  # one truncated utterance
     greedy = greedy_decode(log_probs, lengths)
-    decoder = make_decoder("beam", tokenizer, beam_size=8)
+    decoder = build_decoder(SearchConfig(kind="beam", beam_size=8), tokenizer)
     assert decoder.kind == "beam"
     beam = decoder.decode(log_probs, lengths)
     assert [h.tokens for h in beam] == [h.tokens for h in greedy]
@@ -180,7 +180,7 @@ def test_beam_agrees_with_greedy_on_a_peaky_distribution(tokenizer):
 def test_beam_rejects_a_vocabulary_mismatch(tokenizer):
     log_probs, lengths = peaky([[1, 2]], tokenizer.vocab_size + 1)
     with pytest.raises(ValueError, match="classes"):
-        make_decoder("beam", tokenizer).decode(log_probs, lengths)
+        build_decoder(SearchConfig(kind="beam"), tokenizer).decode(log_probs, lengths)
 
 
 def _unigram_arpa(tokens: list[str], favourite: str) -> str:
@@ -205,8 +205,12 @@ def test_lm_hook_changes_an_acoustically_ambiguous_token(tokenizer, tmp_path):
     lengths = torch.tensor([3])
     lm = tmp_path / "tokens.arpa"
     lm.write_text(_unigram_arpa(tokens, tokens[b]))
-    plain = make_decoder("beam", tokenizer, beam_size=8).decode(log_probs, lengths)[0]
-    with_lm = make_decoder("beam", tokenizer, beam_size=8, lm_path=str(lm), lm_weight=1.0)
+    plain = build_decoder(SearchConfig(kind="beam", beam_size=8), tokenizer).decode(
+        log_probs, lengths
+    )[0]
+    with_lm = build_decoder(
+        SearchConfig(kind="beam", beam_size=8, lm_path=str(lm), lm_weight=1.0), tokenizer
+    )
     hyp = with_lm.decode(log_probs, lengths)[0]
     assert plain.tokens == [a] and hyp.tokens == [b]
     # the confidence stays acoustic: the LM's choice has the lower acoustic score
@@ -228,8 +232,10 @@ def test_lexicon_search_emits_only_listed_words(tmp_path):
     lexicon.write_text("\n".join(digits) + "\n")
     spoken = ["sigx", "three seven", "nine one two"]
     log_probs, lengths = _sentence_emissions(tok, spoken, p=0.8)
-    assert [h.text for h in make_decoder("greedy", tok).decode(log_probs, lengths)] == spoken
-    decoder = make_decoder("beam", tok, beam_size=16, lexicon=str(lexicon))
+    assert [
+        h.text for h in build_decoder(SearchConfig(kind="greedy"), tok).decode(log_probs, lengths)
+    ] == spoken
+    decoder = build_decoder(SearchConfig(kind="beam", beam_size=16, lexicon=str(lexicon)), tok)
     hyps = decoder.decode(log_probs, lengths)
     assert [h.text for h in hyps] == ["six", "three seven", "nine one two"]
     # the confidence stays the acoustic score of the emitted tokens
@@ -238,15 +244,21 @@ def test_lexicon_search_emits_only_listed_words(tmp_path):
         alignment_logprob(log_probs[0, :frames], hyps[0].tokens)
     )
     with pytest.raises(ConfigError) as err:
-        make_decoder("greedy", tok, lexicon=str(lexicon))
+        build_decoder(SearchConfig(kind="greedy", lexicon=str(lexicon)), tok)
     assert err.value.field == "lexicon"
-    make_decoder("beam", tok, lexicon=str(lexicon), word_score=-1.0)  # a lexicon has one
+    build_decoder(
+        SearchConfig(kind="beam", lexicon=str(lexicon), word_score=-1.0), tok
+    )  # a lexicon has one
     manifest = tmp_path / "labeled.parquet"  # or the words of a labeled manifest
     pq.write_table(pa.table({"text": ["six seven", None, "three six", "nine one two"]}), manifest)
     assert read_words(str(manifest)) == ["six", "seven", "three", "nine", "one", "two"]
-    from_manifest = make_decoder("beam", tok, beam_size=16, lexicon=str(manifest))
+    from_manifest = build_decoder(
+        SearchConfig(kind="beam", beam_size=16, lexicon=str(manifest)), tok
+    )
     assert [h.text for h in from_manifest.decode(log_probs, lengths)] == [h.text for h in hyps]
     bare = train_tokenizer(texts, TokenizerConfig(**{**cfg.to_dict(), "add_dummy_prefix": False}))
     bare_probs, bare_lengths = _sentence_emissions(bare, ["six"])
     with pytest.raises(ValueError, match="add_dummy_prefix"):
-        make_decoder("beam", bare, lexicon=str(lexicon)).decode(bare_probs, bare_lengths)
+        build_decoder(SearchConfig(kind="beam", lexicon=str(lexicon)), bare).decode(
+            bare_probs, bare_lengths
+        )

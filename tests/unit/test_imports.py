@@ -23,13 +23,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-
 PACKAGE = Path(__file__).resolve().parents[2] / "platform" / "bigssl"
 RAY_ALLOWED = ("bigssl.stages", "bigssl.cli")  # Ray lives here only (STYLE.md)
-# Private names still imported across modules, to be made public by their owners; the
-# test fails when one is fixed and still listed, so the list only shrinks.
-KNOWN_PRIVATE = {"bigssl.decoding.rnnt: from bigssl.decoding.ctc import _hypothesis"}
 
 
 @dataclass(frozen=True)
@@ -222,11 +217,8 @@ def test_core_never_imports_ray_at_module_level():
 
 def test_no_private_name_imported_across_modules():
     modules, imports = scan()
-    found = set(private_imports(modules, imports))
-    assert found <= KNOWN_PRIVATE, "private names imported from another module:\n    " + (
-        "\n    ".join(sorted(found - KNOWN_PRIVATE))
-    )
-    assert found == KNOWN_PRIVATE, f"fixed, so off KNOWN_PRIVATE: {KNOWN_PRIVATE - found}"
+    found = sorted(private_imports(modules, imports))
+    assert not found, "private names imported from another module:\n    " + "\n    ".join(found)
 
 
 def test_every_core_module_imports_with_ray_blocked():
@@ -240,15 +232,15 @@ def test_every_core_module_imports_with_ray_blocked():
     assert result.returncode == 0, result.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="stages/trainer.py imports Ray at module level and holds LoopConfig and "
-    "ScalingSettings, which FinetuneConfig and PretrainConfig need",
-)
 def test_sweep_planning_imports_without_ray():
     """A sweep's configs and trial plan (tests/unit/test_sweep_plan.py) load without Ray:
     the stages it plans import Ray where they run it."""
-    modules = ["bigssl.stages.sweep_plan", "bigssl.stages.sweep", "bigssl.stages.demo"]
+    modules = [
+        "bigssl.stages.sweep_plan",
+        "bigssl.stages.sweep",
+        "bigssl.stages.pipeline",
+        "bigssl.stages.demo",
+    ]
     code = "import sys; sys.modules['ray'] = None\n" + "".join(f"import {m}\n" for m in modules)
     env = {**os.environ, "PYTHONPATH": str(PACKAGE.parent)}
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)

@@ -111,3 +111,25 @@ def test_quick_demo_cuts_the_student_and_keeps_its_recipe():
     same = ("pseudo_ratio", "head_lr", "head_warmup_steps")
     assert [getattr(q, k) for k in same] == [getattr(f, k) for k in same]
     assert (q.optim.peak_lr, q.optim.warmup_steps) == (f.optim.peak_lr, f.optim.warmup_steps)
+
+
+def test_failed_trials_are_quarantined_with_their_error():
+    """The sweep's books count trials: ``quarantined`` is the failed ones, each a row of its
+    quarantine.parquet naming the trial and its error, as every stage quarantines an item."""
+    from bigssl.results import make_row
+    from bigssl.stages.sweep import failed_trials
+
+    common = dict(sweep="s", recipe="scratch", budget="100pct", labeled_hours=0.5)
+    rows = [
+        make_row(**common, trial_id="scratch-100pct-s0", wer=0.3, cer=0.1),
+        make_row(**common, trial_id="scratch-100pct-s1", status="failed", error="OOM | step 7"),
+    ]
+    table = failed_trials(rows, "out/results.parquet").table().to_pylist()
+    assert table == [
+        {
+            "id": "scratch-100pct-s1",
+            "source": "out/results.parquet",
+            "stage": "sweep",
+            "reason": "OOM | step 7",
+        }
+    ]

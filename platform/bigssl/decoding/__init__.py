@@ -3,22 +3,21 @@ hypothesis confidences (no Ray)."""
 
 from bigssl.decoding.ctc import (
     BeamDecoder,
-    DecoderConfig,
     GreedyDecoder,
     Hypothesis,
+    SearchConfig,
     alignment_logprob,
     beam_available,
     build_decoder,
     greedy_decode,
     is_blank_only,
-    make_decoder,
     repetition_ratio,
 )
 from bigssl.decoding.rnnt import RNNTGreedyDecoder, rnnt_greedy_decode
 
 __all__ = [
     "BeamDecoder",
-    "DecoderConfig",
+    "SearchConfig",
     "GreedyDecoder",
     "Hypothesis",
     "RNNTGreedyDecoder",
@@ -27,7 +26,6 @@ __all__ = [
     "build_decoder",
     "greedy_decode",
     "is_blank_only",
-    "make_decoder",
     "repetition_ratio",
     "rnnt_greedy_decode",
 ]

@@ -13,7 +13,7 @@ Design decisions:
 - **Greedy is vectorised**: one argmax, one shifted comparison for the repeat collapse,
   masked sums for the confidences, then one device-to-host copy for the whole batch.
 - **Beam search is optional.** torchaudio's ``ctc_decoder`` needs the ``flashlight-text``
-  wheel; :func:`beam_available` says whether it imports, and :func:`make_decoder`
+  wheel; :func:`beam_available` says whether it imports, and :func:`build_decoder`
   falls back to greedy with a warning when it does not (``.kind`` tells the caller
   what actually runs), so a CPU box without the wheel still evaluates.
 - **The beam decoder's silence token is our own.** flashlight's lexicon-free decoder
@@ -75,6 +75,14 @@ class Hypothesis:
     mean_max_prob: float  # mean over valid frames of the max frame probability
     text: str = ""  # tokenizer.decode(tokens) when the decoder has a tokenizer
 
+    @classmethod
+    def scored(
+        cls, tokens: list[int], logprob: float, frames: int, mean_max_prob: float
+    ) -> Hypothesis:
+        """A hypothesis from a search's scores; no valid frame means no evidence (-inf avg)."""
+        avg = logprob / frames if frames else float("-inf")
+        return cls(tokens, logprob if frames else 0.0, frames, avg, mean_max_prob)
+
 
 def _check_inputs(log_probs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     if log_probs.ndim != 3:
@@ -100,11 +108,6 @@ def _frame_stats(
     return best, valid, sum_max, mean_max_prob
 
 
-def _hypothesis(tokens: list[int], logprob: float, frames: int, mean_max_prob: float) -> Hypothesis:
-    avg = logprob / frames if frames else float("-inf")
-    return Hypothesis(tokens, logprob if frames else 0.0, frames, avg, mean_max_prob)
-
-
 def greedy_decode(log_probs: torch.Tensor, lengths: torch.Tensor) -> list[Hypothesis]:
     """Best path per utterance: argmax per valid frame, collapse repeats, drop blanks.
 
@@ -116,7 +119,7 @@ def greedy_decode(log_probs: torch.Tensor, lengths: torch.Tensor) -> list[Hypoth
     keep = valid & (best != BLANK_ID) & (best != previous)
     best, keep = best.cpu(), keep.cpu()
     return [
-        _hypothesis(best[b][keep[b]].tolist(), float(s), int(n), float(p))
+        Hypothesis.scored(best[b][keep[b]].tolist(), float(s), int(n), float(p))
         for b, (s, n, p) in enumerate(
             zip(sum_max.tolist(), lengths.tolist(), mean_max_prob.tolist(), strict=True)
         )
@@ -147,7 +150,7 @@ def beam_available() -> tuple[bool, str]:
 
 
 @dataclass
-class DecoderConfig(Config):
+class SearchConfig(Config):
     """How CTC output becomes text (evaluation, pseudo-labeling)."""
 
     kind: Literal["greedy", "beam"] = "greedy"  # beam falls back to greedy without flashlight-text
@@ -195,7 +198,7 @@ class BeamDecoder:
 
     kind = "beam"
 
-    def __init__(self, tokenizer: Tokenizer, cfg: DecoderConfig):
+    def __init__(self, tokenizer: Tokenizer, cfg: SearchConfig):
         self.tokenizer = tokenizer
         self.cfg = cfg
         self._tokens = tokenizer.tokens()
@@ -283,7 +286,7 @@ class BeamDecoder:
             else:
                 tokens = [t for t in nbest[0].tokens.tolist() if t != silence_id]
             logprob = alignment_logprob(emissions[b, :frames], tokens)
-            hypotheses.append(_hypothesis(tokens, logprob, frames, float(mean_max_prob[b])))
+            hypotheses.append(Hypothesis.scored(tokens, logprob, frames, float(mean_max_prob[b])))
         return _with_text(hypotheses, self.tokenizer)
 
 
@@ -304,32 +307,10 @@ def _with_text(hypotheses: list[Hypothesis], tokenizer: Tokenizer | None) -> lis
     return hypotheses
 
 
-def make_decoder(
-    kind: Literal["greedy", "beam"],
-    tokenizer: Tokenizer | None = None,
-    *,
-    beam_size: int = 50,
-    beam_size_token: int = 0,
-    beam_threshold: float = 25.0,
-    lm_path: str | None = None,
-    lm_weight: float = 0.5,
-    word_score: float = 0.0,
-    lexicon: str | None = None,
-) -> GreedyDecoder | BeamDecoder:
-    """A decoder of ``kind``; beam without flashlight-text warns and returns greedy.
-
-    Arguments are :class:`DecoderConfig`'s fields (a bad value raises its ConfigError).
-    """
-    cfg = DecoderConfig(
-        kind, beam_size, beam_size_token, beam_threshold, lm_path, lm_weight, word_score, lexicon
-    )
-    return build_decoder(cfg, tokenizer)
-
-
 def build_decoder(
-    cfg: DecoderConfig, tokenizer: Tokenizer | None = None
+    cfg: SearchConfig, tokenizer: Tokenizer | None = None
 ) -> GreedyDecoder | BeamDecoder:
-    """The decoder ``cfg`` asks for (see :func:`make_decoder`)."""
+    """The decoder ``cfg`` asks for; beam without flashlight-text warns and returns greedy."""
     if cfg.kind == "greedy":
         return GreedyDecoder(tokenizer)
     if tokenizer is None:

@@ -34,7 +34,7 @@ from bigssl.config import Config, ConfigError, check
 from bigssl.data.bucketing import collate_features, greedy_cut
 from bigssl.data.features import FeaturizeConfig, featurize_sample, shard_stem
 from bigssl.data.shards import ShardError, iter_shard
-from bigssl.decoding.ctc import Hypothesis, make_decoder
+from bigssl.decoding.ctc import Hypothesis, SearchConfig, build_decoder
 from bigssl.decoding.rnnt import RNNTGreedyDecoder
 from bigssl.models import asr_model_from_meta
 from bigssl.text.tokenizer import Tokenizer
@@ -92,15 +92,15 @@ class Recognizer:
                 log.warning("RNN-T beam search and LMs are not built; decoding greedily")
             self.decoder = RNNTGreedyDecoder()
         else:
-            self.decoder = make_decoder(
-                cfg.decoder,
-                self.tokenizer,
+            search = SearchConfig(
+                kind=cfg.decoder,
                 beam_size=cfg.beam_size,
                 lm_path=cfg.lm or None,
                 lm_weight=cfg.lm_weight,
                 word_score=cfg.word_score,
                 lexicon=self._lexicon(),
             )
+            self.decoder = build_decoder(search, self.tokenizer)
         self.featurize_cfg = FeaturizeConfig(
             fbank=FbankConfig.from_dict(self.meta.get("fbank", {})), audio_key=cfg.audio_key
         )

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-from bigssl.decoding.ctc import Hypothesis, _hypothesis
+from bigssl.decoding.ctc import Hypothesis
 from bigssl.models.rnnt import BLANK_ID, RNNTModel
 
 
@@ -71,7 +71,7 @@ def rnnt_greedy_decode(
             emitted += emit.long()
             on_frame = emit
     return [
-        _hypothesis(tokens[b], float(lp), int(n), float(mp) / max(1.0, float(s)))
+        Hypothesis.scored(tokens[b], float(lp), int(n), float(mp) / max(1.0, float(s)))
         for b, (lp, n, mp, s) in enumerate(
             zip(
                 logprob.tolist(),

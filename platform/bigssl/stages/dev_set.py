@@ -131,7 +131,5 @@ def select_final(
     words = storage.join(top[0].path, ckpt.WORDS_FILE)
     if storage.exists(words):
         files[ckpt.WORDS_FILE] = storage.read_bytes(words)
-    select.save_model(
-        storage.join(run_dir, select.FINAL), model, {**meta, "selected": chosen}, files
-    )
+    select.save_model(storage.join(run_dir, ckpt.FINAL), model, {**meta, "selected": chosen}, files)
     return chosen

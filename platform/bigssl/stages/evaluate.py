@@ -23,7 +23,7 @@ from bigssl.data.features import shard_stem
 from bigssl.data.quarantine import Quarantine
 from bigssl.decoding.recognizer import DecodeConfig, Recognizer
 from bigssl.eval.wer import aggregate, utterance_errors
-from bigssl.stages.inference import PoolConfig, manifest_work, run_on_shards
+from bigssl.stages.inference import PoolConfig, infer_shards, manifest_work
 from bigssl.summary import StageSummary
 from bigssl.training import checkpoint as ckpt
 
@@ -92,7 +92,7 @@ def run_evaluate(
     checkpoint = ckpt.resolve_checkpoint(checkpoint)
     start = time.perf_counter()
     work = manifest_work(manifest)
-    markers = run_on_shards(work, checkpoint, cfg.decode, cfg.pool, out, evaluate, ray_address)
+    markers = infer_shards(work, checkpoint, cfg.decode, cfg.pool, out, evaluate, ray_address)
     parts = [
         storage.read_parquet(storage.join(out, "utterances", f"{shard_stem(uri)}.parquet"))
         for uri in sorted(work)

@@ -61,7 +61,6 @@ from bigssl.stages.labeled_rows import (
     vocabulary,
 )
 from bigssl.stages.runtime import init_ray
-from bigssl.stages.trainer import LoopConfig, ScalingSettings
 from bigssl.stages.training_data import (
     feature_rows,
     steps_per_epoch,
@@ -69,7 +68,7 @@ from bigssl.stages.training_data import (
 from bigssl.summary import StageSummary
 from bigssl.text.tokenizer import Tokenizer
 from bigssl.training import checkpoint as ckpt
-from bigssl.training import selection as select
+from bigssl.training.loop import LoopConfig, ScalingSettings
 from bigssl.training.optim import OptimConfig, build_optimizer, build_scheduler
 from bigssl.training.selection import SelectConfig
 from bigssl.training.step import Stepper
@@ -321,7 +320,7 @@ def run_finetune(cfg: FinetuneConfig, out: str, ray_address: str | None = None) 
             "vocab_size": tokenizer.vocab_size,
             "wall_s": round(wall, 1),
             "epochs": round(int(metrics.get("step", 0)) / epoch_steps, 2),
-            "checkpoint": storage.join(run_dir, select.FINAL)
+            "checkpoint": storage.join(run_dir, ckpt.FINAL)
             if chosen
             else ckpt.registered_uri(run_dir, result.checkpoint),
             "selected": chosen or None,

@@ -121,7 +121,7 @@ def is_done(out: str, stem: str, checkpoint: str, decode: dict | None = None) ->
     return marker.get("checkpoint") == checkpoint and marker.get("decode") == decode
 
 
-def run_on_shards(
+def infer_shards(
     work: dict[str, list[str] | None],
     checkpoint: str,
     decode: DecodeConfig,

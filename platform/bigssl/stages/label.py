@@ -25,7 +25,7 @@ from bigssl.data.ledger import FilterConfig, finalize, partition, rule_reason, w
 from bigssl.data.quarantine import Quarantine
 from bigssl.decoding.recognizer import DecodeConfig, Recognizer
 from bigssl.stages.featurize import list_shards
-from bigssl.stages.inference import PoolConfig, manifest_work, run_on_shards
+from bigssl.stages.inference import PoolConfig, infer_shards, manifest_work
 from bigssl.summary import StageSummary
 from bigssl.training import checkpoint as ckpt
 
@@ -112,7 +112,7 @@ def run_label(
             raise ConfigError("exclude", "only with --manifest (shards are labeled whole)")
     start = time.perf_counter()
     handler = LabelShard(name, cfg.generation, cfg.filter)
-    markers = run_on_shards(work, checkpoint, cfg.decode, cfg.pool, part, handler, ray_address)
+    markers = infer_shards(work, checkpoint, cfg.decode, cfg.pool, part, handler, ray_address)
     stems = [shard_stem(u) for u in sorted(work)]
     final = finalize(part, stems, cfg.filter)
     summary = StageSummary(

@@ -32,11 +32,11 @@ from ray.train.torch import TorchTrainer
 
 from bigssl import storage
 from bigssl.config import ConfigError
-from bigssl.stages.trainer import ScalingSettings
 from bigssl.stages.training_data import Selection, make_datasets
 from bigssl.summary import TrainingFailed
 from bigssl.training import checkpoint as ckpt
 from bigssl.training import selection as select
+from bigssl.training.loop import ScalingSettings
 
 
 class _CommitRegistered(ray.train.UserCallback):

@@ -32,7 +32,6 @@ from bigssl.data.bucketing import BucketConfig
 from bigssl.models import SSLConfig, build_ssl_model_from_config, count_parameters, expand_preset
 from bigssl.models.parallelize import parallelize
 from bigssl.stages.runtime import init_ray
-from bigssl.stages.trainer import LoopConfig, ScalingSettings
 from bigssl.stages.training_data import (
     feature_hours,
     pool_selection,
@@ -42,6 +41,7 @@ from bigssl.stages.training_data import (
 )
 from bigssl.summary import StageSummary
 from bigssl.training import checkpoint as ckpt
+from bigssl.training.loop import LoopConfig, ScalingSettings
 from bigssl.training.optim import OptimConfig, build_optimizer, build_scheduler
 from bigssl.training.selection import SelectConfig, best, scored_checkpoints
 from bigssl.training.step import Stepper

@@ -14,8 +14,8 @@ class SplitStageConfig(SplitConfig):
     strict: bool = False  # accepted for symmetry: split quarantines nothing
 
 
-def run_split(manifest: str, out: str, config: str | None, overrides: list[str]) -> dict:
-    cfg = SplitStageConfig.load(config, overrides)
+def run_split(manifest: str, out: str, cfg: SplitConfig) -> StageSummary:
+    """Split ``manifest`` into ``out``: nested label budgets, dev, test, the unlabeled pool."""
     if not storage.exists(manifest):
         raise FileNotFoundError(manifest)
     info = write_splits(manifest, out, cfg)
@@ -25,7 +25,7 @@ def run_split(manifest: str, out: str, config: str | None, overrides: list[str])
         )
     read = sum(info[n]["utterances"] for n in ("unlabeled", "dev", "test"))
     largest = [n for n in info if n.startswith("labeled_")][-1]
-    summary = StageSummary(
+    return StageSummary(
         "split",
         read=read,
         used=read,
@@ -33,4 +33,7 @@ def run_split(manifest: str, out: str, config: str | None, overrides: list[str])
         hours=sum(info[n]["hours"] for n in ("unlabeled", "dev", "test")),
         extra={"splits": info, "largest_budget_hours": info[largest]["hours"]},
     )
-    return summary.finish(out)
+
+
+def split_main(manifest: str, out: str, config: str | None, overrides: list[str]) -> dict:
+    return run_split(manifest, out, SplitStageConfig.load(config, overrides)).finish(out)

@@ -21,6 +21,9 @@ Design decisions:
   only unfinished trials; each trial also leaves ``trials/<id>/row.json`` last, and
   a trial that finds its row returns it at once. Rows are appended by the driver
   (one writer) to ``results.parquet``, keyed by (sweep, trial_id).
+- The summary's books count trials: a failed trial is quarantined as any stage
+  quarantines an item, a row of ``quarantine.parquet`` with its reason (the error),
+  and the results table keeps its row too (status ``failed``), so the report lists it.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from typing import Any
 
 from bigssl import storage
 from bigssl.config import ConfigError
+from bigssl.data.quarantine import Quarantine
 from bigssl.models import expand_preset
 from bigssl.results import append_results, make_row
 from bigssl.stages.evaluate import run_evaluate
@@ -75,7 +79,7 @@ def _finetune_config(cfg: SweepConfig, up: Upstream, params: dict[str, Any]) -> 
     return FinetuneConfig.from_dict(expand_preset(data))
 
 
-def run_trial(params: dict[str, Any], cfg: SweepConfig, up: Upstream, out: str) -> dict[str, Any]:
+def train_trial(params: dict[str, Any], cfg: SweepConfig, up: Upstream, out: str) -> dict[str, Any]:
     """One trial end to end (no Tune in here): train, score, write ``row.json`` last."""
     tid = trial_id(params)
     folder = storage.join(out, "trials", tid)
@@ -164,7 +168,7 @@ def _tune_trial(config: dict[str, Any], cfg: dict, up: dict, out: str) -> None:
     """The Tune function trainable: one trial, its final metrics reported to Tune."""
     from ray import tune
 
-    row = run_trial(config["params"], SweepConfig.from_dict(cfg), Upstream(**up), out)
+    row = train_trial(config["params"], SweepConfig.from_dict(cfg), Upstream(**up), out)
     tune.report({"wer": row["wer"], "cer": row["cer"], "steps": row["steps"]})
 
 
@@ -205,7 +209,7 @@ def _credentials_not_in_runtime_env() -> Iterator[None]:
         class_cache.ENV_VARS_TO_PROPAGATE |= secret
 
 
-def run_generation(
+def tune_generation(
     trials: list[dict[str, Any]], cfg: SweepConfig, up: Upstream, out: str, generation: int
 ) -> list[dict[str, Any]]:
     """One Tune experiment over ``trials`` (restored when interrupted); their results rows."""
@@ -270,7 +274,7 @@ def run_sweep(cfg: SweepConfig, out: str, ray_address: str | None = None) -> Sta
     rows: list[dict[str, Any]] = []
     for generation in sorted({t["generation"] for t in trials}):
         batch = [t for t in trials if t["generation"] == generation]
-        done = run_generation(batch, cfg, up, out, generation)
+        done = tune_generation(batch, cfg, up, out, generation)
         append_results(results, done)  # after every generation: nothing finished is lost
         rows += done
     try:
@@ -278,6 +282,7 @@ def run_sweep(cfg: SweepConfig, out: str, ray_address: str | None = None) -> Sta
     except NothingUsable:  # every trial failed: the report lists them; the summary says so
         report = {}
     ok = [r for r in rows if r["status"] == "ok"]
+    failed_trials(rows, results).write(storage.join(out, "quarantine.parquet"))
     return StageSummary(
         "sweep",
         read=len(rows),
@@ -295,6 +300,15 @@ def run_sweep(cfg: SweepConfig, out: str, ray_address: str | None = None) -> Sta
             "wall_s": round(time.perf_counter() - start, 1),
         },
     )
+
+
+def failed_trials(rows: list[dict[str, Any]], results: str) -> Quarantine:
+    """One quarantine row per trial that did not finish: its id, the results table, its error."""
+    quarantine = Quarantine("sweep")
+    for row in rows:
+        if row["status"] != "ok":
+            quarantine.add(row["trial_id"], results, row.get("error") or row["status"])
+    return quarantine
 
 
 def sweep_main(

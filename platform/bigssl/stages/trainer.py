@@ -16,7 +16,7 @@ Design decisions:
   took 109 s, with a report every 5th step 45 s). Rank 0 decides, so all workers
   report together (a report is a collective). Checkpoints are always reported. Each row
   also says where this attempt resumed from and how far through its epoch the run is
-  (:class:`_Progress`): what a user reads to see what a restart restored and re-read.
+  (:class:`bigssl.training.loop.Progress`): what a user reads to see what a restart restored and re-read.
 - A checkpoint merges the workers' data positions, saves through DCP into a local
   temp folder on every rank (Ray merges the ranks' files) and reports it under a
   step-named folder; the driver marks it ``COMMITTED`` once Ray Train has registered
@@ -38,78 +38,28 @@ Design decisions:
 from __future__ import annotations
 
 import os
-import signal
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
-import ray
 import ray.train
-import torch
 import torch.distributed as dist
 from ray.train import Checkpoint
 
 from bigssl import storage
-from bigssl.config import Config, check
 from bigssl.data.bucketing import BucketConfig, bucket_batches, collate_features
 from bigssl.stages.dev_set import DevSet
 from bigssl.training import checkpoint as ckpt
 from bigssl.training import selection as select
 from bigssl.training.epoch_cache import EpochCache
+from bigssl.training.fault import fault_hook
+from bigssl.training.loop import LoopConfig, Progress, Window, accumulated, synchronized
 from bigssl.training.metrics import MetricsLog
 from bigssl.training.position import DataPosition
 from bigssl.training.step import Stepper
 from bigssl.training.validation import Scorer
-
-
-@dataclass
-class ScalingSettings(Config):
-    num_workers: int = 2  # Ray Train workers (one per GPU on GPU nodes)
-    use_gpu: bool = False
-    strategy: Literal["fsdp", "ddp"] = (
-        "fsdp"  # FSDP2 fully_shard per layer, or DDP for small models
-    )
-    cpus_per_worker: float = 1.0
-    # torch intra-op threads per worker on CPU; 0 = the whole CPUs requested (at least 1).
-    # A worker may use more threads than it reserves: on a 2-core laptop one worker with
-    # 2 threads outruns two gloo-synchronised workers (Ray Data's feature reads are light).
-    threads_per_worker: int = 0
-    max_failures: int = 0  # worker-group restarts before the run fails
-
-    def validate(self) -> None:
-        check(self.num_workers >= 1, "num_workers", "must be >= 1")
-        check(self.cpus_per_worker > 0, "cpus_per_worker", "must be > 0")
-        check(self.threads_per_worker >= 0, "threads_per_worker", "must be >= 0 (0 = auto)")
-        check(self.max_failures >= -1, "max_failures", "must be >= -1 (-1 = unlimited)")
-
-    def torch_threads(self) -> int:
-        return self.threads_per_worker or max(1, int(self.cpus_per_worker))
-
-
-@dataclass
-class LoopConfig(Config):
-    max_steps: int = 100  # optimizer steps
-    # Or the run's length in passes over its data (> 0 replaces max_steps; the steps are
-    # counted from the selected rows' lengths and the bucketing before the run starts).
-    max_epochs: float = 0.0
-    log_every: int = 10  # steps between metric reports
-    checkpoint_every: int = 50  # steps between checkpoints (and one at the end)
-    eval_every: int = 0  # steps between dev-set scorings, each saved as a checkpoint (0 = at
-    # every checkpoint); only runs given a dev set score
-    keep_last: int = 3  # newest checkpoints kept besides the best scored (0 = keep all)
-    seed: int = 0
-    cache_epoch_mb: float = 512.0  # an epoch this small is served from worker memory after
-    # its first pass (see bigssl.training.epoch_cache); 0 = always stream
-
-    def validate(self) -> None:
-        check(self.max_steps >= 1, "max_steps", "must be >= 1")
-        check(self.log_every >= 1, "log_every", "must be >= 1")
-        check(self.checkpoint_every >= 1, "checkpoint_every", "must be >= 1")
-        check(self.max_epochs >= 0, "max_epochs", "must be >= 0 (0 = use max_steps)")
-        check(self.eval_every >= 0, "eval_every", "must be >= 0 (0 = at every checkpoint)")
-        check(self.keep_last >= 0, "keep_last", "must be >= 0 (0 = keep every checkpoint)")
 
 
 def _ray_report_interval_s() -> float:
@@ -117,24 +67,8 @@ def _ray_report_interval_s() -> float:
     return float(os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "2.0"))
 
 
-def _all_have(has_batch: bool, device: torch.device) -> bool:
-    if not dist.is_initialized():
-        return has_batch
-    flag = torch.tensor([1 if has_batch else 0], device=device)
-    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
-    return bool(flag.item())
-
-
-def _synchronized(batches: Iterator[dict], device: torch.device) -> Iterator[dict]:
-    while True:
-        batch = next(batches, None)
-        if not _all_have(batch is not None, device):
-            return
-        yield batch
-
-
 def _epoch_batches(
-    position: DataPosition, rows: Iterator[dict], bucket: BucketConfig, progress: _Progress
+    position: DataPosition, rows: Iterator[dict], bucket: BucketConfig, progress: Progress
 ) -> Iterator[dict]:
     def unseen() -> Iterator[dict]:
         for row in rows:
@@ -249,9 +183,9 @@ def worker_loop(run: Run, stepper: Stepper) -> None:
         elif not _resume_matches(run.run_dir, restored.path):
             source = "train"
     log = MetricsLog(run.run_dir, resume_step=step) if rank == 0 else None
-    progress = _Progress(step, position.epoch, position.num_trained(run.totals))
-    kill = _test_fault(run.run_dir, rank, resumed=restored is not None)
-    window = _Window()
+    progress = Progress(step, position.epoch, position.num_trained(run.totals))
+    kill = fault_hook(run.run_dir, rank, resumed=restored is not None)
+    window = Window()
     last_report = time.monotonic() - _ray_report_interval_s()  # the first report is free
     cache = EpochCache(run.loop.cache_epoch_mb, seed=run.loop.seed + rank)
     dev = (
@@ -271,10 +205,8 @@ def worker_loop(run: Run, stepper: Stepper) -> None:
         stream = ray.train.get_dataset_shard(source).iter_rows()
         # A resumed epoch is partial: never cache it.
         rows = cache.epoch_rows(stream, position.epoch) if source == "train" else iter(stream)
-        batches = _synchronized(
-            _epoch_batches(position, rows, run.bucket, progress), stepper.device
-        )
-        for batch in _accumulated(batches, run.accumulation):
+        batches = synchronized(_epoch_batches(position, rows, run.bucket, progress), stepper.device)
+        for batch in accumulated(batches, run.accumulation):
             micro = [_prepared(run, b) for b in batch]
             metrics = stepper.step(micro)
             for b in micro:
@@ -316,59 +248,12 @@ def worker_loop(run: Run, stepper: Stepper) -> None:
         log.close()
 
 
-def _accumulated(batches: Iterator[dict], size: int) -> Iterator[list[dict]]:
-    """Groups of ``size`` batches, one per optimizer step (an epoch's last may be smaller)."""
-    group: list[dict] = []
-    for batch in batches:
-        group.append(batch)
-        if len(group) == size:
-            yield group
-            group = []
-    if group:
-        yield group
-
-
 def _prepared(run: Run, batch: dict) -> dict:
     if run.augment is not None:
         batch = run.augment(batch)
     if run.prepare_batch is not None:
         batch = run.prepare_batch(batch)
     return batch
-
-
-class _Window:
-    """Metrics between two reports: means per step, audio seconds summed over workers."""
-
-    def __init__(self) -> None:
-        self.sums: dict[str, float] = {}
-        self.steps = 0
-        self.start = time.perf_counter()
-
-    def add(self, metrics: dict[str, float]) -> None:
-        self.steps += 1
-        for k, v in metrics.items():
-            self.sums[k] = self.sums.get(k, 0.0) + v
-
-    def report(
-        self, step: int, device: torch.device, due: bool, progress: _Progress
-    ) -> tuple[dict[str, float], bool]:
-        """The window's metrics and the data progress, and whether any rank (rank 0) found a
-        Ray report due. One all-reduce carries every sum."""
-        local = [self.sums.pop("audio_s", 0.0), float(due), progress.trained, progress.skipped]
-        totals = torch.tensor(local, dtype=torch.float64, device=device)
-        if dist.is_initialized():
-            dist.all_reduce(totals)
-        audio, any_due, trained, skipped = (float(t) for t in totals.tolist())
-        wall = time.perf_counter() - self.start
-        out = {k: v / max(self.steps, 1) for k, v in self.sums.items()}
-        out.update(
-            step=step,
-            audio_s=audio,
-            audio_hours_per_s=audio / 3600 / wall,
-            **progress.metrics(int(trained), int(skipped)),
-        )
-        self.__init__()
-        return out, any_due > 0
 
 
 def _resume_matches(run_dir: str, restored: str) -> bool:
@@ -378,63 +263,3 @@ def _resume_matches(run_dir: str, restored: str) -> bool:
     return (
         latest is not None and latest.rsplit("/", 1)[-1] == restored.rstrip("/").rsplit("/", 1)[-1]
     )
-
-
-@dataclass
-class _Progress:
-    """Where this attempt (re)started and where it is in the data: the columns a user reads
-    in ``metrics.parquet`` to see what a resumed run restored and read again.
-
-    ``epoch_rows`` counts the rows of the epoch trained so far on all workers, the restored
-    checkpoint's included (a resumed epoch that skipped unread shards ends short of the
-    epoch's rows). ``skipped_rows`` counts the rows this attempt's workers were given again
-    and skipped because the restored checkpoint had trained them: after a resume, the
-    trained rows of its partial shards (consumed shards are not read); the whole trained
-    part of the epoch when the ``resume`` dataset was cut for another checkpoint (see the
-    module doc). Rows another worker's end of epoch cut off count in neither.
-    """
-
-    resumed_from_step: int  # the restored checkpoint's step; 0 = started fresh
-    epoch: int
-    restored_rows: int  # rows of ``epoch`` the restored checkpoint had trained
-    trained: int = 0  # rows this worker trained in ``epoch`` since the (re)start
-    skipped: int = 0  # rows this worker skipped since the (re)start (see above)
-
-    def next_epoch(self) -> None:
-        self.epoch, self.restored_rows, self.trained = self.epoch + 1, 0, 0
-
-    def metrics(self, trained: int, skipped: int) -> dict[str, int]:
-        """The columns, given ``trained`` and ``skipped`` summed over the workers."""
-        return {
-            "epoch": self.epoch,
-            "epoch_rows": self.restored_rows + trained,
-            "skipped_rows": skipped,
-            "resumed_from_step": self.resumed_from_step,
-        }
-
-
-# A test hook, not a setting: a test that needs a worker killed at a given step writes
-# {"run_dir", "step", "rank", "at"} into the JSON file this variable names. Why a variable
-# naming a file, not a config field or the spec in the variable itself: a config field
-# ships a kill switch in every user's config; and the Ray tests share one local Ray whose
-# processes took their environment when it started (tests/conftest.py sets the variable
-# before that), so a test can change a file's content but not the workers' environment.
-# A ``bigssl`` subprocess with its own Ray inherits the variable the same way.
-TEST_FAULT_FILE = "BIGSSL_TEST_FAULT_FILE"
-
-
-def _test_fault(run_dir: str, rank: int, resumed: bool) -> Callable[[int, str], None]:
-    """``kill(step, at)``: SIGKILLs this worker (no cleanup, no report) where the test hook's
-    file says, in this run's first attempt only (a restart restores a checkpoint). ``at`` is
-    "step" (after the optimizer step) or "report" (right after this rank's report of the
-    step's checkpoint returns, before Ray Train can register it)."""
-    path = os.environ.get(TEST_FAULT_FILE, "")
-    spec = storage.read_json(path) if path and os.path.exists(path) else {}
-    if resumed or spec.get("run_dir", "").rstrip("/") != run_dir.rstrip("/"):
-        return lambda step, at: None
-
-    def kill(step: int, at: str) -> None:
-        if (step, at, rank) == (spec["step"], spec.get("at", "step"), spec.get("rank", 0)):
-            os.kill(os.getpid(), signal.SIGKILL)
-
-    return kill

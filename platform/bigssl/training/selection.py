@@ -35,7 +35,6 @@ from bigssl.config import Config, check
 from bigssl.training import checkpoint as ckpt
 
 SCORE_FILE = "dev.json"
-FINAL = "final"
 
 
 @dataclass
