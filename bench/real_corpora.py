@@ -21,6 +21,10 @@ a second training run and never sees the test set.
     python bench/real_corpora.py --corpora speech_commands --redecode \
         --decode decode.decoder=beam,decode.lexicon=splits/labeled_100pct.parquet  # on dev
 
+``--score-train`` scores a trained model (candidate or result) on its own training
+manifest and adds ``scores.train`` to its row: with dev, whether the recipe is short of
+data (train far better than dev: it overfits) or of training (both alike).
+
 ``--redecode`` scores an already trained model (result or candidate) on dev with other
 decode settings and makes that its candidate (a scored result moves aside to
 ``result.previous.json``); relative lexicon paths are under ``OUT/CORPUS``.
@@ -268,6 +272,11 @@ def main() -> None:
         action="store_true",
         help="re-score a trained model on dev with --decode: its new candidate.json",
     )
+    parser.add_argument(
+        "--score-train",
+        action="store_true",
+        help="score a trained model on its training manifest (overfitting check): scores.train",
+    )
     parser.add_argument("overrides", nargs="*", help="extra finetune overrides for every corpus")
     args = parser.parse_args()
     if not SHARED.is_dir():
@@ -294,6 +303,17 @@ def main() -> None:
             candidate.write_text(json.dumps(row, indent=2, default=str))
             print(f"{name}: dev {row['scores']['dev']}  (dev only; no test scored)", flush=True)
             continue
+        if args.score_train:
+            source = candidate if candidate.exists() else result
+            if not source.exists():
+                raise SystemExit(f"{name}: no trained model in {out / name}")
+            row = json.loads(source.read_text())
+            row["scores"]["train"] = score(
+                row["checkpoint"], out / name, "labeled_100pct", row.get("decode", [])
+            )
+            source.write_text(json.dumps(row, indent=2, default=str))
+            print(f"{name}: train {row['scores']['train']}  dev {row['scores']['dev']}", flush=True)
+            continue
         if args.score_test:
             if result.exists() or not candidate.exists():
                 raise SystemExit(f"{name}: no unscored candidate.json in {out / name}")
@@ -317,7 +337,7 @@ def main() -> None:
             continue
         result.write_text(json.dumps(row, indent=2, default=str))
         print(f"{name}: test {row['scores']['test']}  ({_verdict(row)})", flush=True)
-    if not args.dev_only and not args.redecode:
+    if not (args.dev_only or args.redecode or args.score_train):
         print(write_results(out, Path(args.results)))
 
 
