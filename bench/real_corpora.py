@@ -179,6 +179,14 @@ def score(checkpoint: str, work: Path, split: str, decode: list[str]) -> dict:
     return {k: scored.extra[k] for k in ("wer", "cer", "words")} | {"utterances": scored.used}
 
 
+def _score_into(source: Path, dest: Path, work: Path, key: str, split: str) -> dict:
+    """``source``'s row with its model scored on ``split`` as ``scores[key]``, written to ``dest``."""
+    row = json.loads(source.read_text())
+    row["scores"][key] = score(row["checkpoint"], work, split, row.get("decode", []))
+    dest.write_text(json.dumps(row, indent=2, default=str))
+    return row
+
+
 def _verdict(row: dict) -> str:
     test = row["scores"]["test"]
     parts = [
@@ -307,21 +315,13 @@ def main() -> None:
             source = candidate if candidate.exists() else result
             if not source.exists():
                 raise SystemExit(f"{name}: no trained model in {out / name}")
-            row = json.loads(source.read_text())
-            row["scores"]["train"] = score(
-                row["checkpoint"], out / name, "labeled_100pct", row.get("decode", [])
-            )
-            source.write_text(json.dumps(row, indent=2, default=str))
+            row = _score_into(source, source, out / name, "train", "labeled_100pct")
             print(f"{name}: train {row['scores']['train']}  dev {row['scores']['dev']}", flush=True)
             continue
         if args.score_test:
             if result.exists() or not candidate.exists():
                 raise SystemExit(f"{name}: no unscored candidate.json in {out / name}")
-            row = json.loads(candidate.read_text())
-            row["scores"]["test"] = score(
-                row["checkpoint"], out / name, "test", row.get("decode", [])
-            )
-            result.write_text(json.dumps(row, indent=2, default=str))
+            row = _score_into(candidate, result, out / name, "test", "test")
             print(f"{name}: test {row['scores']['test']}  ({_verdict(row)})", flush=True)
             continue
         if result.exists() and not args.force:
