@@ -7,9 +7,10 @@ from torch import nn
 
 from bigssl.audio.specaugment import SpecAugment, SpecAugmentConfig
 from bigssl.models.conformer import normalize_per_utterance
+from bigssl.models.initialize import InitWeights
 
 
-class EncoderWithHead(nn.Module):
+class EncoderWithHead(InitWeights, nn.Module):
     """``.encoder`` + ``.head``: the two parameter groups fine-tuning trains, the two
     prefixes of a checkpoint's state dict (SpecAugment has no parameters)."""
 

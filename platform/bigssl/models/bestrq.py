@@ -35,6 +35,7 @@ from bigssl.models.conformer import (
     lengths_to_padding_mask,
     normalize_per_utterance,
 )
+from bigssl.models.initialize import InitWeights
 from bigssl.models.masking import compute_span_mask
 from bigssl.models.quantizer import RandomProjectionQuantizer, perplexity_of_ids
 
@@ -83,7 +84,7 @@ def stack_frames(features: torch.Tensor, lengths: torch.Tensor, factor: int) -> 
     return x.reshape(batch, -1, factor * bins)
 
 
-class BestRQModel(nn.Module):
+class BestRQModel(InitWeights, nn.Module):
     """Conformer encoder + frozen random-projection targets + masked softmax head."""
 
     def __init__(self, encoder: ConformerEncoder, cfg: BestRQConfig):

@@ -12,6 +12,12 @@ Design decisions:
   the masker sees) and :meth:`ConformerEncoder.forward_layers` (the context network).
 - No positional encoding: BigSSL dropped relative position embeddings; the
   depthwise convolution in each block carries position.
+- ``activation_checkpointing`` keeps only each block's input in training and
+  recomputes the block in backward (``torch.utils.checkpoint``, non-reentrant, which
+  composes with FSDP2's per-layer all-gathers): saved activations grow with blocks x
+  frames x width, and FSDP shards parameters, not activations. The RNG is replayed,
+  so dropout matches; BatchNorm's running statistics are restored after the
+  recomputation, else every step would update them twice.
 - Padding never leaks into valid frames: the subsampling zeroes frames past each
   utterance's length after every conv, and each block zeroes padded frames before
   its depthwise conv (torchaudio's block does not). A padded utterance therefore
@@ -21,13 +27,18 @@ Design decisions:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 from torchaudio.models.conformer import ConformerLayer
 
 from bigssl.config import Config, check
+from bigssl.models.initialize import InitWeights
 
 
 @dataclass
@@ -54,6 +65,9 @@ class ConformerConfig(Config):
     """Channels of the conv2d subsampling layers."""
     convolution_first: bool = False
     """Run the conv module before self-attention in each block."""
+    activation_checkpointing: bool = False
+    """Recompute each block in backward instead of keeping its activations (training only):
+    less memory for one more forward pass of every block."""
 
     def validate(self) -> None:
         for name in ("input_dim", "d_model", "num_layers", "num_heads", "ffn_dim"):
@@ -71,6 +85,11 @@ class ConformerConfig(Config):
             self.subsampling_factor in _NUM_CONVS,
             "subsampling_factor",
             f"must be 2, 4 or 8, got {self.subsampling_factor}",
+        )
+        check(
+            isinstance(self.activation_checkpointing, bool),
+            "activation_checkpointing",
+            f"must be true or false, got {self.activation_checkpointing!r}",
         )
 
     def output_frames(self, frames: int) -> int:
@@ -209,7 +228,7 @@ class PaddingAwareConformerLayer(ConformerLayer):
         return self.final_layer_norm(x)
 
 
-class ConformerEncoder(nn.Module):
+class ConformerEncoder(InitWeights, nn.Module):
     """Conv2d subsampling + Conformer blocks.
 
     ``forward(features (B, T, F), lengths (B,)) -> (encoded (B, T', D), out_lengths (B,))``;
@@ -260,8 +279,18 @@ class ConformerEncoder(nn.Module):
     def forward_layers(self, frames: torch.Tensor, padding_mask: torch.Tensor) -> torch.Tensor:
         """frames (B, T', D), padding_mask (B, T') True at padding -> (B, T', D)."""
         x = frames.transpose(0, 1)  # torchaudio blocks are time-major: (T', B, D)
+        recompute = self.cfg.activation_checkpointing and self.training and torch.is_grad_enabled()
         for layer in self.layers:
-            x = layer(x, padding_mask)
+            if recompute:
+                x = checkpoint(
+                    layer,
+                    x,
+                    padding_mask,
+                    use_reentrant=False,
+                    context_fn=partial(_recomputation_keeps_buffers, layer),
+                )
+            else:
+                x = layer(x, padding_mask)
         return x.transpose(0, 1).masked_fill(padding_mask.unsqueeze(-1), 0.0)
 
     def forward(
@@ -271,6 +300,26 @@ class ConformerEncoder(nn.Module):
         frames, out_lengths = self.subsample(features, lengths)
         padding_mask = lengths_to_padding_mask(out_lengths, frames.shape[1])
         return self.forward_layers(frames, padding_mask), out_lengths
+
+
+def _recomputation_keeps_buffers(
+    layer: nn.Module,
+) -> tuple[AbstractContextManager[None], AbstractContextManager[None]]:
+    """``checkpoint``'s (forward, recomputation) contexts for one block."""
+    return nullcontext(), _buffers_restored(layer)
+
+
+@contextmanager
+def _buffers_restored(module: nn.Module) -> Iterator[None]:
+    # The recomputation runs the block in training mode again, so BatchNorm would fold
+    # the same batch into its running statistics (and count it) a second time.
+    saved = [(buffer, buffer.clone()) for buffer in module.buffers()]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for buffer, value in saved:
+                buffer.copy_(value)
 
 
 def count_parameters(module: nn.Module) -> int:

@@ -30,11 +30,12 @@ from torch import nn
 from bigssl.audio.specaugment import SpecAugmentConfig
 from bigssl.models.base import EncoderWithHead
 from bigssl.models.conformer import ConformerConfig, ConformerEncoder
+from bigssl.models.initialize import InitWeights
 
 BLANK_ID = 0
 
 
-class CTCHead(nn.Linear):
+class CTCHead(InitWeights, nn.Linear):
     """encoded (B, T', D) -> logits (B, T', V)."""
 
     def __init__(self, d_model: int, vocab_size: int):

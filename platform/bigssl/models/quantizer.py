@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bigssl.models.initialize import InitWeights
+
 
 def perplexity(probs: torch.Tensor) -> torch.Tensor:
     """Summed per-group perplexity of the mean distribution: probs (N, G, V) -> ().
@@ -44,7 +46,7 @@ def _perplexity_of_mean(mean: torch.Tensor) -> torch.Tensor:
     return torch.exp(entropy).sum()
 
 
-class GumbelVectorQuantizer(nn.Module):
+class GumbelVectorQuantizer(InitWeights, nn.Module):
     """Product quantizer with G groups x V learned entries (wav2vec 2.0)."""
 
     def __init__(
@@ -96,7 +98,7 @@ class GumbelVectorQuantizer(nn.Module):
         }
 
 
-class RandomProjectionQuantizer(nn.Module):
+class RandomProjectionQuantizer(InitWeights, nn.Module):
     """Frozen random-projection quantizer (BEST-RQ): x (..., D) -> targets (..., G)."""
 
     def __init__(

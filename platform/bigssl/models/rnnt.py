@@ -38,6 +38,7 @@ from bigssl.config import Config, check
 from bigssl.models.base import EncoderWithHead
 from bigssl.models.conformer import ConformerConfig, ConformerEncoder
 from bigssl.models.ctc import BLANK_ID, ctc_loss
+from bigssl.models.initialize import InitWeights
 
 
 @dataclass
@@ -66,7 +67,7 @@ class RNNTConfig(Config):
         )
 
 
-class Predictor(nn.Module):
+class Predictor(InitWeights, nn.Module):
     """Previous tokens (B, U) -> (B, U, P), LSTM state; token 0 (blank) is the start."""
 
     def __init__(self, vocab_size: int, cfg: RNNTConfig):
@@ -82,7 +83,7 @@ class Predictor(nn.Module):
         return self.dropout(out), state
 
 
-class Joiner(nn.Module):
+class Joiner(InitWeights, nn.Module):
     """encoded (B, T', D) + predicted (B, U+1, P) -> logits (B, T', U+1, V).
 
     ``enc`` and ``pred`` project separately so that decoding projects each side once.
@@ -102,7 +103,7 @@ class Joiner(nn.Module):
         return self.join(self.enc(encoded)[:, :, None], self.pred(predicted)[:, None])
 
 
-class RNNTHead(nn.Module):
+class RNNTHead(InitWeights, nn.Module):
     def __init__(self, d_model: int, vocab_size: int, cfg: RNNTConfig):
         super().__init__()
         self.cfg = cfg

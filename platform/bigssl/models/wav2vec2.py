@@ -43,6 +43,7 @@ from bigssl.models.conformer import (
     lengths_to_padding_mask,
     normalize_per_utterance,
 )
+from bigssl.models.initialize import InitWeights
 from bigssl.models.masking import compute_span_mask
 from bigssl.models.quantizer import GumbelVectorQuantizer
 
@@ -161,7 +162,7 @@ def _pad_by_utterance(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return out
 
 
-class Wav2Vec2Model(nn.Module):
+class Wav2Vec2Model(InitWeights, nn.Module):
     """Conformer encoder + masking + quantized targets + contrastive/diversity loss."""
 
     def __init__(self, encoder: ConformerEncoder, cfg: Wav2Vec2Config):

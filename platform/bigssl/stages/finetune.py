@@ -52,7 +52,7 @@ from bigssl.models import (
     expand_preset,
 )
 from bigssl.models.asr import Head
-from bigssl.models.parallelize import parallelize
+from bigssl.models.parallelize import build_parallel
 from bigssl.stages.dev_set import DEV_COLUMNS, dev_batches, dev_selection, select_final
 from bigssl.stages.labeled_rows import (
     select_rows,
@@ -181,10 +181,19 @@ def _train_worker(config: dict[str, Any]) -> None:
     torch.manual_seed(cfg.train.seed + rank)
     device = ray.train.torch.get_device()
     torch.set_num_threads(cfg.scaling.torch_threads())
-    model = build_asr_model(encoder_cfg, tokenizer.vocab_size, cfg.head, cfg.rnnt, cfg.specaugment)
-    if config["init_checkpoint"]:
-        ckpt.load_encoder_weights(model.encoder, config["init_checkpoint"])
-    model = parallelize(model, cfg.scaling.strategy, device)
+    init_checkpoint = config["init_checkpoint"]
+    # Under FSDP built on the meta device and initialised shard by shard (same weights);
+    # the pre-trained encoder then loads into this rank's shards.
+    model = build_parallel(
+        lambda: build_asr_model(
+            encoder_cfg, tokenizer.vocab_size, cfg.head, cfg.rnnt, cfg.specaugment
+        ),
+        cfg.scaling.strategy,
+        device,
+        after_init=(lambda m: ckpt.load_encoder_weights(m.encoder, init_checkpoint))
+        if init_checkpoint
+        else None,
+    )
     encoder_params = [p for p in model.encoder.parameters() if p.requires_grad]
     optimizer = build_optimizer(
         [

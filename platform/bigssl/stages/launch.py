@@ -67,6 +67,10 @@ RESUMABLE = (
     "train.eval_every",
     "train.keep_last",
     "train.cache_epoch_mb",
+    # Memory, not maths: the same gradients with or without; and absent from the configs
+    # of checkpoints saved before the key existed, which must still resume.
+    "model.encoder.activation_checkpointing",  # pre-training
+    "encoder.activation_checkpointing",  # fine-tuning
     # Gone from LoopConfig (tests kill workers through a fixture now), but checkpoints saved
     # before that carry train.fault_step / fault_rank / fault_at: they must still resume.
     "train.fault_",

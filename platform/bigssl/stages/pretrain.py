@@ -30,7 +30,7 @@ from bigssl import storage
 from bigssl.config import Config, ConfigError, check, load_dict
 from bigssl.data.bucketing import BucketConfig
 from bigssl.models import SSLConfig, build_ssl_model_from_config, count_parameters, expand_preset
-from bigssl.models.parallelize import parallelize
+from bigssl.models.parallelize import build_parallel
 from bigssl.stages.runtime import init_ray
 from bigssl.stages.training_data import (
     feature_hours,
@@ -106,8 +106,10 @@ def _train_worker(config: dict[str, Any]) -> None:
     torch.manual_seed(cfg.train.seed + rank)
     device = ray.train.torch.get_device()
     torch.set_num_threads(cfg.scaling.torch_threads())
-    model = build_ssl_model_from_config(cfg.model)
-    model = parallelize(model, cfg.scaling.strategy, device)
+    # Under FSDP built on the meta device and initialised shard by shard (same weights).
+    model = build_parallel(
+        lambda: build_ssl_model_from_config(cfg.model), cfg.scaling.strategy, device
+    )
     optimizer = build_optimizer(
         [{"params": [p for p in model.parameters() if p.requires_grad]}], cfg.optim
     )
