@@ -83,6 +83,22 @@ class Hypothesis:
         avg = logprob / frames if frames else float("-inf")
         return cls(tokens, logprob if frames else 0.0, frames, avg, mean_max_prob)
 
+    @classmethod
+    def concatenate(cls, parts: Sequence[Hypothesis]) -> Hypothesis:
+        """One hypothesis of consecutive chunks of an utterance decoded apart: tokens
+        concatenated in order, logprob and frames summed, mean_max_prob frame-weighted
+        (text is left for the caller to decode from the tokens). One part is returned as is."""
+        if len(parts) == 1:
+            return parts[0]
+        frames = sum(h.frames for h in parts)
+        weighted = sum(h.mean_max_prob * h.frames for h in parts)
+        return cls.scored(
+            [t for h in parts for t in h.tokens],
+            sum(h.logprob for h in parts),
+            frames,
+            weighted / frames if frames else 0.0,
+        )
+
 
 def _check_inputs(log_probs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     if log_probs.ndim != 3:

@@ -11,6 +11,17 @@ Design decisions:
   length and cut under ``max_frames`` padded frames, so padding stays small and
   memory is bounded whatever the shard holds.
 - On CUDA the forward runs under bf16 autocast; log-probs are float32.
+- **Long utterances are decoded in chunks.** An utterance over ``decode.max_chunk_s`` is
+  featurized whole, then its feature frames are cut into the fewest consecutive,
+  non-overlapping pieces of at most that length (as even as possible, so no tiny last
+  piece), each decoded as its own utterance in the same batches as the rest; the pieces'
+  hypotheses are joined by :meth:`Hypothesis.concatenate` and the text decoded from all
+  tokens, so a word cut at a boundary rejoins when its pieces say so. No overlap: nothing
+  is decoded twice, so nothing needs de-duplicating at the seams (a word cut exactly at a
+  seam may be misrecognised). This is the same for CTC and greedy RNN-T (whose prediction
+  network restarts per piece). Over ``decode.max_duration_s`` an utterance is quarantined
+  before it is decoded, with a reason naming the setting: a shard's rows are featurized
+  before decoding, so the limit bounds a replica's memory.
 - The checkpoint's head picks the search: CTC (greedy, or beam when asked and
   available) or RNN-T (greedy; asking an RNN-T checkpoint for beam warns and decodes
   greedily). ``decoder.kind`` says what actually ran.
@@ -19,7 +30,7 @@ Design decisions:
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections import defaultdict
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -28,7 +39,7 @@ import numpy as np
 import torch
 
 from bigssl import storage
-from bigssl.audio.decode import AudioError
+from bigssl.audio.decode import AudioError, audio_info
 from bigssl.audio.features import Fbank, FbankConfig
 from bigssl.config import Config, ConfigError, check
 from bigssl.data.bucketing import collate_features, greedy_cut
@@ -56,10 +67,26 @@ class DecodeConfig(Config):
     word_score: float = 0.0  # added per word in lexicon search
     max_frames: int = 30000  # padded feature frames per inference batch
     audio_key: str = "flac"  # the shards' audio extension
+    # Longer utterances are quarantined (the reason names this field). It bounds memory, as
+    # a shard's rows are featurized whole before decoding; 120 s is the limit it had when
+    # it was fixed, and prepare's default, so shards from a default prepare always pass.
+    max_duration_s: float = 120.0
+    # Longer utterances are decoded as consecutive chunks of at most this (no overlap;
+    # module doc). 30 s: prepare's segment.max_s, about the longest utterance a model
+    # trained on segmented speech has seen; max_chunk_s >= max_duration_s disables it.
+    max_chunk_s: float = 30.0
 
     def validate(self) -> None:
         check(self.beam_size >= 1, "beam_size", "must be >= 1")
         check(self.max_frames >= 100, "max_frames", "must be >= 100")
+        shortest = FeaturizeConfig.min_duration_s  # shorter audio is quarantined anyway
+        check(
+            self.max_duration_s > shortest,
+            "max_duration_s",
+            f"must be > {shortest:g} s, got {self.max_duration_s}",
+        )
+        # a chunk needs frames enough for the encoder's subsampling convolutions
+        check(self.max_chunk_s >= 1.0, "max_chunk_s", f"must be >= 1 s, got {self.max_chunk_s}")
         check(not self.lexicon or self.decoder == "beam", "lexicon", "needs decoder=beam")
         check(self.word_score == 0.0 or bool(self.lexicon), "word_score", "needs a lexicon")
 
@@ -102,9 +129,15 @@ class Recognizer:
             )
             self.decoder = build_decoder(search, self.tokenizer)
         self.featurize_cfg = FeaturizeConfig(
-            fbank=FbankConfig.from_dict(self.meta.get("fbank", {})), audio_key=cfg.audio_key
+            fbank=FbankConfig.from_dict(self.meta.get("fbank", {})),
+            audio_key=cfg.audio_key,
+            max_duration_s=cfg.max_duration_s,
         )
         self.fbank = Fbank(self.featurize_cfg.fbank)
+        # feature frames per decoded chunk
+        self.chunk_frames = max(
+            1, int(cfg.max_chunk_s * self.featurize_cfg.fbank.frames_per_second)
+        )
 
     def _lexicon(self) -> str | None:
         if self.cfg.lexicon != "train":
@@ -134,20 +167,36 @@ class Recognizer:
             log_probs, out_lengths = self.model(feats, lengths)
         return self.decoder.decode(log_probs.float().cpu(), out_lengths.cpu())
 
-    def batches(self, rows: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
-        """Rows sorted by length, cut so that each batch pads to at most ``max_frames``."""
-        yield from greedy_cut(sorted(rows, key=_frames), _frames, self.cfg.max_frames)
+    def chunks(self, row: dict[str, Any]) -> list[dict[str, Any]]:
+        """A feature row as the pieces it is decoded in: itself when it has at most
+        ``chunk_frames`` frames, else the fewest consecutive pieces of at most that many."""
+        total = _frames(row)
+        if total <= self.chunk_frames:
+            return [row]
+        count = -(-total // self.chunk_frames)
+        edges = [k * total // count for k in range(count + 1)]
+        feats = np.asarray(row["feats"]).reshape(total, -1)
+        return [
+            {**row, "id": f"{row['id']}#{k}", "feats": feats[a:b].reshape(-1), "num_frames": b - a}
+            for k, (a, b) in enumerate(zip(edges[:-1], edges[1:], strict=True))
+        ]
 
     def transcribe(
         self, rows: list[dict[str, Any]]
     ) -> list[tuple[dict[str, Any], Hypothesis, str]]:
-        """Feature rows -> (row, hypothesis, text) per row, in length order."""
+        """Feature rows -> (row, hypothesis, text) per row, in length order; a row over
+        ``max_chunk_s`` is decoded in pieces (:meth:`chunks`) and joined."""
+        pieces = [(i, k, p) for i, row in enumerate(rows) for k, p in enumerate(self.chunks(row))]
+        parts: dict[int, dict[int, Hypothesis]] = defaultdict(dict)
+        order = sorted(pieces, key=lambda piece: _frames(piece[2]))
+        for batch in greedy_cut(order, lambda piece: _frames(piece[2]), self.cfg.max_frames):
+            hyps = self.hypotheses(collate_features([p for _, _, p in batch]))
+            for (i, k, _), hyp in zip(batch, hyps, strict=True):
+                parts[i][k] = hyp
         out = []
-        for batch_rows in self.batches(rows):
-            for row, hyp in zip(
-                batch_rows, self.hypotheses(collate_features(batch_rows)), strict=True
-            ):
-                out.append((row, hyp, self.tokenizer.decode(hyp.tokens)))
+        for i in sorted(range(len(rows)), key=lambda i: _frames(rows[i])):
+            hyp = Hypothesis.concatenate([parts[i][k] for k in sorted(parts[i])])
+            out.append((rows[i], hyp, self.tokenizer.decode(hyp.tokens)))
         return out
 
     def shard_rows(
@@ -169,6 +218,10 @@ class Recognizer:
                 if isinstance(item, ShardError):
                     failed.append(Failed(item.id, item.reason))
                     continue
+                too_long = self._too_long(item)
+                if too_long:
+                    failed.append(Failed(item.key, too_long))
+                    continue
                 try:
                     rows.append(featurize_sample(item, stem, self.featurize_cfg, self.fbank))
                 except (AudioError, ValueError) as err:
@@ -177,3 +230,24 @@ class Recognizer:
             read += 1
             failed.append(Failed(missing, f"listed in the manifest but not in shard {stem}"))
         return rows, failed, read
+
+    def _too_long(self, sample: Any) -> str | None:
+        """The quarantine reason of audio over ``max_duration_s``, read from its header
+        (never decoded); None otherwise, or when the header cannot say."""
+        audio = sample.fields.get(self.cfg.audio_key)
+        if audio is None:
+            return None
+        try:
+            frames, rate, _ = audio_info(audio)
+        except AudioError:
+            return None  # featurize_sample gives the reason
+        return self._over_limit(frames / rate) if rate else None
+
+    def _over_limit(self, duration: float) -> str | None:
+        if duration <= self.cfg.max_duration_s:
+            return None
+        return (
+            f"duration {duration:.3f} s over decode.max_duration_s={self.cfg.max_duration_s:g}"
+            f" (raise it to decode such audio: beyond decode.max_chunk_s="
+            f"{self.cfg.max_chunk_s:g} it is decoded in chunks)"
+        )
