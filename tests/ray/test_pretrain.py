@@ -217,7 +217,11 @@ def test_a_killed_worker_without_restarts_is_one_line_naming_the_checkpoint_to_r
     from bigssl.cli import main
 
     args = ["pretrain", "--features", tts_features, "--out", str(tmp_path), *BASE]
-    args += ["train.max_steps=6", "train.checkpoint_every=2", "run_name=killed"]
+    # keep_last=1: retention deletes checkpoint 2 once 4 is registered, and Ray Train's
+    # snapshot still names it; the re-run must resume all the same (it once refused the
+    # "corrupted run directory").
+    args += ["train.max_steps=6", "train.checkpoint_every=2", "train.keep_last=1"]
+    args += ["run_name=killed"]
     kill_worker(tmp_path / "killed", step=5, rank=1)
     assert main(args) == 4
     err = capsys.readouterr().err.strip()
@@ -225,6 +229,8 @@ def test_a_killed_worker_without_restarts_is_one_line_naming_the_checkpoint_to_r
     assert "training run 'killed' failed (rank 1:" in err, err
     resumed_from = err.rsplit("resumes from ", 1)[-1]
     assert resumed_from in ("checkpoint_000000002", "checkpoint_000000004"), err
+    committed = sorted(p.parent.name for p in (tmp_path / "killed").glob("checkpoint_*/COMMITTED"))
+    assert committed == [resumed_from], committed  # retention kept only the newest
     # Re-running the same command resumes there and finishes (the fault fires only once).
     assert main(args) == 0
     summary = json.loads((tmp_path / "killed" / "summary.json").read_text())

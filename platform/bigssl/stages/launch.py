@@ -110,6 +110,54 @@ def check_resume(run_dir: str, run_name: str, config: dict) -> None:
         )
 
 
+# Ray Train's record of a run's checkpoints (ray.train.v2._internal.constants; private).
+SNAPSHOT = "checkpoint_manager_snapshot.json"
+
+
+def forget_deleted_checkpoints(run_dir: str) -> list[str]:
+    """Drops from Ray Train's snapshot of ``run_dir`` the checkpoints retention deleted;
+    returns their folder names.
+
+    Why by hand: Ray's own retention (``CheckpointConfig.num_to_keep``) keeps the best by one
+    score plus the latest, not the ``keep_last`` newest and the ``keep_best`` best, so
+    :func:`bigssl.training.selection.retain` deletes checkpoints itself, and the controller's
+    snapshot keeps naming them. A new ``fit()`` of the run (re-running the command after a
+    crash) refuses a snapshot naming a missing folder ("corrupted run directory").
+    Every list the snapshot keys by checkpoint is filtered the same way; the latest is
+    never deleted (retention keeps the newest).
+    """
+    path = storage.join(run_dir, SNAPSHOT)
+    if not storage.exists(path):
+        return []
+    state = storage.read_json(path)
+    results = state.get("checkpoint_results", [])
+    gone = [
+        r["checkpoint_dir_name"]
+        for r in results
+        if not storage.exists(storage.join(run_dir, r["checkpoint_dir_name"]))
+    ]
+    if not gone:
+        return []
+    indices = state.get("checkpoint_report_indices", [None] * len(results))
+    kept = [
+        (r, i)
+        for r, i in zip(results, indices, strict=True)
+        if r["checkpoint_dir_name"] not in gone
+    ]
+    state["checkpoint_results"] = [r for r, _ in kept]
+    if "checkpoint_report_indices" in state:
+        state["checkpoint_report_indices"] = [i for _, i in kept]
+    for key in (
+        "validated_checkpoint_dir_names",
+        "timed_out_validation_checkpoint_dir_names",
+        "failed_validation_checkpoint_dir_names",
+    ):
+        if key in state:
+            state[key] = [name for name in state[key] if name not in gone]
+    storage.write_json(path, state)
+    return gone
+
+
 def _retention(cfg: dict, scored: bool) -> tuple[int, str, int]:
     """(keep_last, metric, keep_best) of a stage config; the best count only with dev scores."""
     chosen = cfg.get("select") or {}
@@ -145,6 +193,7 @@ def fit(
     out = storage.absolute(out)  # Ray wants absolute paths
     run_dir = storage.join(out, run_name)
     check_resume(run_dir, run_name, config["cfg"])
+    forget_deleted_checkpoints(run_dir)
     trainer = TorchTrainer(
         train_fn,
         train_loop_config={**config, "run_dir": run_dir},
