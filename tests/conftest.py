@@ -29,11 +29,20 @@ def fault_file(tmp_path_factory) -> Path:
 def kill_worker(fault_file):
     """``kill_worker(run_dir, step, rank=0, at="step")``: the training run in ``run_dir``
     SIGKILLs worker ``rank`` at ``step`` in its first attempt ("report": right after that
-    rank's report of the step's checkpoint returns). Fault injection lives here, not in the
-    users' configs."""
+    rank's report of the step's checkpoint returns); ``after_committed=N``: not before the
+    driver has committed checkpoint N (the restart then restores it, whatever the timing).
+    Fault injection lives here, not in the users' configs."""
 
-    def kill(run_dir: str | Path, step: int, rank: int = 0, at: str = "step") -> None:
+    def kill(
+        run_dir: str | Path,
+        step: int,
+        rank: int = 0,
+        at: str = "step",
+        after_committed: int | None = None,
+    ) -> None:
         spec = {"run_dir": str(run_dir), "step": step, "rank": rank, "at": at}
+        if after_committed is not None:
+            spec["after_committed"] = after_committed
         fault_file.write_text(json.dumps(spec))
 
     yield kill

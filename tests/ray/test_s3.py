@@ -304,7 +304,10 @@ print("RESULT " + json.dumps({"codes": codes, "split": split, "teacher": teacher
 @pytest.mark.e2e  # 403 s on 2 cores: `make test-e2e`, not in `make test`
 def test_the_whole_recipe_runs_on_a_bucket_and_resumes_there(s3_env, tmp_path, kill_worker):
     client, base = s3_env
-    kill_worker(f"{base}/ft/finetune", step=6)  # the subprocess's Ray inherits the hook's file
+    # The subprocess's Ray inherits the hook's file. Killed only once checkpoint 4 is
+    # committed: its Ray polls every 2 s, and a kill two steps after the report once came
+    # before registration, so the restart began from scratch and the hook fired again.
+    kill_worker(f"{base}/ft/finetune", step=6, after_committed=4)
     ray_tmp = Path(tempfile.mkdtemp(prefix="bigssl-s3-", dir="/tmp"))
     cwd = tmp_path / "cwd"  # nothing may land here: every output is under s3://
     cwd.mkdir()
